@@ -1,0 +1,42 @@
+# medtrain: `make demo` runs the study on the bundled sample data; `make test` runs the test suite.
+# Both set up everything they need on a fresh Debian machine; a second run with nothing changed is quick.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+# The pinned CPU wheel by default. On a GPU cluster pick your CUDA build, e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC  ?= torch==2.13.0
+DEMO_DIR    ?= demo
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.medtrain-installed
+
+.PHONY: setup system-packages test unit integration demo clean-demo
+
+setup: $(STAMP)
+
+system-packages:
+	@bash tests/cluster/system_packages.sh
+
+$(STAMP): pyproject.toml tests/cluster/system_packages.sh
+	@bash tests/cluster/system_packages.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+demo: setup
+	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data
+	$(VENV)/bin/medtrain prepare demo-prepare output_dir=$(DEMO_DIR)/shards tokenizer=$(DEMO_DIR)/data/tokenizer data_root=$(DEMO_DIR)/data
+
+clean-demo:
+	rm -rf $(DEMO_DIR)
