@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,3 +76,28 @@ def ensure_run_dir(path: str | os.PathLike[str]) -> Path:
     run_dir = Path(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def replace_dir_atomic(path: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
+    """Build a folder with `fill(tmp_dir)` beside `path`, then swap it in; a failure leaves `path` as it was.
+
+    Readers see the old folder or the complete new one (the swap is two renames, the old copy deleted last).
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(path.parent)
+    return path

@@ -1,0 +1,137 @@
+"""The one place that assembles the DeepSpeed config and calls `deepspeed.initialize`.
+
+A `ds_configs/*.json` file chooses the ZeRO stage and offload. Batch sizes, accumulation, learning
+rate, schedule, clipping and precision come from medtrain's config and are filled in here, so one JSON
+works for any run. A JSON that sets one of those values differently is a contradiction, caught
+before training with a message naming both values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from medtrain.errors import UserError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Schedule = Literal["linear", "cosine", "constant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+    """Plain training values the engine needs (taken from the run's config by the entry point)."""
+
+    ds_config: Path
+    micro_batch_size: int
+    grad_accum: int
+    lr: float
+    warmup_steps: int
+    max_steps: int
+    schedule: Schedule = "linear"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    precision: Precision = "fp32"
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: Schedule, min_lr_ratio: float) -> float:
+    """Linear warmup to 1, then linear or cosine decay to `min_lr_ratio` at `max_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+
+def load_ds_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("DeepSpeed config not found (see ds_configs/ for the shipped ones)", path) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
+    if not isinstance(data, dict):
+        raise UserError("a DeepSpeed config must be a JSON object", path)
+    return data
+
+
+def _offloads_optimizer(zero: dict[str, Any]) -> bool:
+    return str(zero.get("offload_optimizer", {}).get("device", "none")) not in ("none", "None")
+
+
+def build_ds_config(spec: EngineSpec, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config for this run: the JSON's ZeRO settings plus medtrain's values."""
+    base = load_ds_json(spec.ds_config)
+    ds = copy.deepcopy(base)
+    train_batch = spec.micro_batch_size * spec.grad_accum * world_size
+    wanted: dict[str, tuple[Any, str]] = {
+        "train_micro_batch_size_per_gpu": (spec.micro_batch_size, "data.micro_batch_size"),
+        "gradient_accumulation_steps": (spec.grad_accum, "train.grad_accum"),
+        "train_batch_size": (train_batch, f"data.micro_batch_size x train.grad_accum x world size ({world_size})"),
+        "gradient_clipping": (spec.grad_clip, "train.grad_clip"),
+    }
+    for key, (value, source) in wanted.items():
+        if key in base and base[key] not in ("auto", value):
+            raise UserError(f"{key} is {base[key]} here but medtrain's config gives {value} ({source}); "
+                            f"remove {key} from the JSON or set it to \"auto\"", spec.ds_config)
+        ds[key] = value
+    for name in ("bf16", "fp16"):
+        enabled = bool(base.get(name, {}).get("enabled", False))
+        if enabled and spec.precision != name:
+            raise UserError(f"{name} is enabled here but train.precision is {spec.precision}; "
+                            f"set train.precision={name} or disable {name} in the JSON", spec.ds_config)
+        ds[name] = {**base.get(name, {}), "enabled": spec.precision == name}
+    for key in ("optimizer", "scheduler"):
+        if key in base:
+            raise UserError(f"remove the \"{key}\" section: medtrain sets the optimizer and schedule from "
+                            "train.lr, train.warmup_steps and train.schedule", spec.ds_config)
+    zero = ds.setdefault("zero_optimization", {"stage": 0})
+    if zero.get("stage", 0) not in (0, 1, 2, 3):
+        raise UserError(f"zero_optimization.stage must be 0-3, got {zero.get('stage')!r}", spec.ds_config)
+    if _offloads_optimizer(zero):
+        # Offloaded optimizer states need DeepSpeed's own CPU Adam, built from this section.
+        ds["optimizer"] = {"type": "AdamW", "params": {"lr": spec.lr, "betas": list(spec.betas), "eps": spec.eps,
+                                                       "weight_decay": spec.weight_decay}}
+    ds.setdefault("steps_per_print", 10**9)  # medtrain's monitor logs; keep DeepSpeed quiet
+    ds.setdefault("wall_clock_breakdown", False)
+    return ds
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and LayerNorm weights, as in BERT's recipe."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def initialize(model: torch.nn.Module, spec: EngineSpec, world_size: int) -> Any:
+    """Wrap `model` in a DeepSpeed engine with AdamW and the warmup/decay schedule; returns the engine."""
+    import deepspeed
+
+    ds_config = build_ds_config(spec, world_size)
+
+    def schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, spec.warmup_steps, spec.max_steps, spec.schedule, spec.min_lr_ratio))
+
+    optimizer = None
+    if "optimizer" not in ds_config:
+        def optimizer(groups: Any) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=_param_groups(model, spec.weight_decay), optimizer=optimizer,
+        lr_scheduler=schedule, config=ds_config, dist_init_required=False)
+    return engine
