@@ -43,6 +43,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from medtrain.config import load_config
+    from medtrain.pretrain import PretrainConfig, train
+
+    return train(load_config(PretrainConfig, args.config, args.overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtrain",
@@ -74,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     p.add_argument("--verify", action="store_true", help="verify an existing shard directory")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser(
+        "pretrain", help="further-pretrain a BERT (masked LM) with DeepSpeed ZeRO on prepared shards",
+        description="Masked-LM pretraining in this process (one rank). For several ranks use "
+                    "`deepspeed medtrain/pretrain.py CONFIG`, `mpirun -np N python medtrain/pretrain.py CONFIG` or "
+                    "`srun python medtrain/pretrain.py CONFIG`. Running again with the same output_dir resumes.",
+    )
+    p.add_argument("config", help="pretraining config (YAML or packaged recipe name)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=50 train.lr=1e-4")
+    p.set_defaults(func=_cmd_pretrain)
 
     return parser
 

@@ -1,0 +1,408 @@
+"""Documents -> fixed-length packed sequences (no padding) -> shards + manifest.json.
+
+Each corpus is tokenized in batches of documents by a pool of worker processes (results come back in
+order, at most a few batches in flight, so memory stays flat), then packed on its own:
+
+    content stream  = doc_1 [SEP] doc_2 [SEP] doc_3 [SEP] ...
+    sequence        = [CLS] + the next seq_len - 1 tokens of the stream
+
+A document longer than a sequence continues in the next one. Whole documents go to the validation
+split (a seeded hash of corpus name and document index decides), so the held-out text is never seen in
+training. Everything is written into a temporary sibling folder `<output_dir>.tmp-<host>-<pid>`, with
+`manifest.json` last, and only then renamed into place: a prepare killed at any moment leaves no
+output that looks complete, and the next run removes the leftovers and starts again.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import itertools
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from medtrain.config import config_to_dict, save_resolved
+from medtrain.data.corpus import CorpusConfig, CorpusReader, Document
+from medtrain.data.shards import (FORMAT_VERSION, MANIFEST, CorpusInfo, Manifest, ShardInfo, dtype_for_vocab,
+                                  read_manifest, write_manifest, write_shard)
+from medtrain.errors import UserError
+
+SEQ_LEN_RANGE = (8, 65536)
+_OWN_ENTRIES = {MANIFEST, "config.yaml", "train", "validation"}  # what a finished output_dir holds
+# Fields that do not change the shard bytes (the tokenizer's fingerprint stands in for its path).
+_RUN_ONLY_FIELDS = ("output_dir", "tokenizer", "num_workers", "batch_size", "overwrite")
+Encode = Callable[[Iterable[list[str]]], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """`medtrain prepare`: which corpora, which tokenizer, how to pack and where to write."""
+
+    tokenizer: Path  # local tokenizer folder (e.g. a downloaded bert-base-multilingual-cased)
+    output_dir: Path  # shard folder to create; it appears only once complete
+    corpora: list[CorpusConfig]  # one entry per corpus; each is packed into shards of its own
+    data_root: Path | None = None  # relative corpus paths are resolved against this (default: current folder)
+    seq_len: int = 128  # tokens per sequence: [CLS] + seq_len - 1 document tokens and [SEP] separators
+    # The last, incomplete sequence of each corpus split: "wrap" fills it from the start of the same
+    # split (no token is lost, a few are seen twice), "drop" discards it (< seq_len tokens lost).
+    tail: Literal["wrap", "drop"] = "wrap"
+    validation_fraction: float = 0.01  # share of documents held out, per corpus, in [0, 0.5)
+    seed: int = 0  # decides which documents are held out; same seed, same split
+    shard_size_mb: float = 64.0  # shard file size (the last shard of a split is smaller); bounds memory
+    num_workers: int | None = None  # tokenizer processes; None: one per CPU this job may use; 0: none
+    batch_size: int = 1000  # documents per tokenizer call; more is faster, up to memory
+    on_decode_error: Literal["fail", "skip"] = "fail"  # undecodable bytes: stop, or drop that document
+    overwrite: bool = False  # replace an output_dir that holds shards from a different config or tokenizer
+
+    def __post_init__(self) -> None:
+        low, high = SEQ_LEN_RANGE
+        if not low <= self.seq_len <= high:
+            raise ValueError(f"seq_len must be between {low} and {high} (BERT models take at most 512), "
+                             f"got {self.seq_len}")
+        if not 0 <= self.validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction must be in [0, 0.5), e.g. 0.01, got {self.validation_fraction}")
+        if not self.corpora:
+            raise ValueError("corpora is empty: list at least one corpus (name, path, language, domain)")
+        names = [c.name for c in self.corpora]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"corpus names must be unique; repeated: {', '.join(duplicates)}")
+        if not (self.shard_size_mb > 0 and math.isfinite(self.shard_size_mb)):
+            raise ValueError(f"shard_size_mb must be a positive number, got {self.shard_size_mb}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0 tokenizes in this process), got {self.num_workers}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def corpus_path(self, corpus: CorpusConfig) -> Path:
+        return corpus.path if self.data_root is None else self.data_root / corpus.path
+
+
+def prepare(cfg: PrepareConfig) -> Manifest:
+    """Tokenize and pack every corpus into `cfg.output_dir`; returns its manifest."""
+    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error) for c in cfg.corpora]
+    for reader in readers:
+        reader.check()  # a typo in a path should not cost a tokenizer load
+    from medtrain.data.tokenizer import fingerprint, load_tokenizer  # transformers: heavy, and workers skip it
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer_fp = fingerprint(cfg.tokenizer)
+    vocab_size = len(tokenizer)
+    dtype = dtype_for_vocab(vocab_size)
+    out = cfg.output_dir
+    if _already_done(cfg, out, tokenizer_fp):
+        print(f"{out} already holds shards for this config and tokenizer; nothing to do")
+        return read_manifest(out)
+
+    special_ids = {name: int(getattr(tokenizer, f"{name}_token_id")) for name in ("cls", "sep", "pad", "mask", "unk")}
+    encoder_args = (tokenizer.backend_tokenizer.to_str(), dtype.str)
+    _remove_stale_siblings(out)
+    tmp = out.with_name(f"{out.name}.tmp-{_HOST}-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True)
+        with _EncoderPool(cfg, encoder_args) as encode:
+            packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids) for reader in readers]
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, seq_len=cfg.seq_len, dtype=dtype.str, vocab_size=vocab_size,
+            tokenizer=str(cfg.tokenizer), tokenizer_fingerprint=tokenizer_fp, special_ids=special_ids,
+            corpora=[info for info, _ in packed], shards=[s for _, shards in packed for s in shards],
+        )
+        save_resolved(cfg, tmp)
+        write_manifest(tmp, manifest)  # last: from here the folder is complete
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+
+class _Encoder:
+    """Texts -> (flat token ids, tokens per document); no special tokens added, none parsed from the text.
+
+    `encode_special_tokens` makes a literal "[SEP]" in a note plain text, as transformers'
+    `split_special_tokens=True` does, so a document cannot forge sequence boundaries.
+    """
+
+    def __init__(self, tokenizer_json: str, dtype: str):
+        self.backend = Tokenizer.from_str(tokenizer_json)
+        self.backend.encode_special_tokens = True
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
+        id_lists = [e.ids for e in encodings]
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        ids = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=self.dtype, count=int(lengths.sum()))
+        return ids, lengths
+
+
+_worker_encoder: _Encoder | None = None
+
+
+def _start_worker(tokenizer_json: str, dtype: str) -> None:
+    """Pool initializer: each worker builds its tokenizer once; the pool already uses every core."""
+    global _worker_encoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it shuts the pool down
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _worker_encoder = _Encoder(tokenizer_json, dtype)
+
+
+def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    assert _worker_encoder is not None, "worker started without _start_worker"
+    return _worker_encoder(texts)
+
+
+class _EncoderPool:
+    """Context manager giving `encode(batches) -> results in order`, in worker processes or in this one."""
+
+    def __init__(self, cfg: PrepareConfig, encoder_args: tuple[str, str]):
+        self.workers = _available_cpus() if cfg.num_workers is None else cfg.num_workers
+        self.encoder_args = encoder_args
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Encode:
+        if self.workers == 0:
+            return lambda batches: map(_Encoder(*self.encoder_args), batches)  # Rust threads still parallelize
+        # spawn, not fork: safe with the threads transformers and tqdm may have started
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=self.encoder_args)
+        return self._ordered
+
+    def _ordered(self, batches: Iterable[list[str]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Like Pool.imap, but reads ahead at most two batches per worker, so memory stays flat."""
+        assert self.pool is not None
+        pending: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        try:
+            for batch in batches:
+                pending.append(self.pool.submit(_encode_in_worker, batch))
+                if len(pending) > 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise UserError("a tokenizer worker died (out of memory?); lower batch_size or num_workers") from None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on (SLURM and cgroups restrict this below os.cpu_count())."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _batched_texts(documents: Iterable[Document], size: int) -> Iterator[list[str]]:
+    """Lists of `size` document texts (the last one shorter)."""
+    iterator = iter(documents)
+    while batch := [d.text for d in itertools.islice(iterator, size)]:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: Path, dtype: np.dtype,
+                 special_ids: dict[str, int]) -> tuple[CorpusInfo, list[ShardInfo]]:
+    corpus = reader.corpus
+    rows = max(1, int(cfg.shard_size_mb * (1 << 20)) // (cfg.seq_len * dtype.itemsize))
+    packers = {split: _Packer(out, corpus.name, split, cfg.seq_len, special_ids, dtype, rows, cfg.tail)
+               for split in ("train", "validation")}
+    key = _split_key(cfg.seed, corpus.name)
+    first = 0  # index of the batch's first document in the corpus
+    with tqdm(desc=corpus.name, unit="doc", disable=None, file=sys.stderr) as bar:  # off when not a terminal
+        for ids, lengths in encode(_batched_texts(reader, cfg.batch_size)):
+            held_out = _held_out(key, first, len(lengths), cfg.validation_fraction)
+            first += len(lengths)
+            packers["train"].add(ids, lengths, ~held_out)
+            packers["validation"].add(ids, lengths, held_out)
+            bar.update(len(lengths))
+    if reader.skipped:
+        print(f"warning: corpus {corpus.name!r}: skipped {reader.skipped} documents with undecodable bytes "
+              f"({reader.path})", file=sys.stderr)
+    train, validation = packers["train"], packers["validation"]
+    shards = train.finish() + validation.finish()
+    print(f"{corpus.name}: {train.documents} documents, {train.tokens} tokens -> {train.sequences} train "
+          f"sequences; {validation.documents} documents -> {validation.sequences} validation sequences")
+    info = CorpusInfo(name=corpus.name, language=corpus.language, domain=corpus.domain, weight=corpus.weight,
+                      documents=train.documents, tokens=train.tokens, sequences=train.sequences,
+                      validation_sequences=validation.sequences)
+    return info, shards
+
+
+def _split_key(seed: int, corpus: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.blake2b(f"{seed}\0{corpus}".encode(), digest_size=8).digest(), "little"))
+
+
+def _held_out(key: np.uint64, first: int, count: int, fraction: float) -> np.ndarray:
+    """Per document: True if held out. splitmix64 of (key + document index), so any batching gives the same split."""
+    with np.errstate(over="ignore"):
+        x = np.arange(first, first + count, dtype=np.uint64) + key
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)) < np.uint64(int(fraction * (1 << 53)))
+
+
+class _Packer:
+    """Packs one corpus split into rows of [CLS] + seq_len - 1 stream tokens, and rows into shards.
+
+    Holds at most one shard of rows, less than one row of carried-over tokens, and the first row's worth
+    of tokens (to wrap the tail): memory does not depend on the corpus size.
+    """
+
+    def __init__(self, out: Path, corpus: str, split: str, seq_len: int, special_ids: dict[str, int],
+                 dtype: np.dtype, rows_per_shard: int, tail: str):
+        self.out, self.corpus, self.split, self.tail = out, corpus, split, tail
+        self.width = seq_len - 1
+        self.cls, self.sep = special_ids["cls"], special_ids["sep"]
+        self.buffer = np.empty((rows_per_shard, seq_len), dtype=dtype)  # pages are touched only as rows fill
+        self.filled = 0
+        self.carry = np.empty(0, dtype=dtype)
+        self.head = np.empty(0, dtype=dtype)
+        self.shards: list[ShardInfo] = []
+        self.documents = self.tokens = self.sequences = 0
+
+    def add(self, ids: np.ndarray, lengths: np.ndarray, selected: np.ndarray) -> None:
+        """Append the selected documents of a batch, each followed by [SEP]."""
+        selected = selected & (lengths > 0)
+        if not selected.any():
+            return
+        ids = ids[np.repeat(selected, lengths)]
+        lengths = lengths[selected]
+        stream = np.empty(ids.size + lengths.size, dtype=self.buffer.dtype)
+        ends = np.cumsum(lengths + 1) - 1
+        is_token = np.ones(stream.size, dtype=bool)
+        is_token[ends] = False
+        stream[is_token] = ids
+        stream[ends] = self.sep
+        self.documents += int(lengths.size)
+        self.tokens += int(ids.size)
+        if self.head.size < self.width:
+            self.head = np.concatenate([self.head, stream[: self.width - self.head.size]])
+        self._rows(np.concatenate([self.carry, stream]))
+
+    def _rows(self, stream: np.ndarray) -> None:
+        full = stream.size // self.width
+        rows = stream[: full * self.width].reshape(full, self.width)
+        self.carry = stream[full * self.width:].copy()
+        while rows.size:
+            take = min(len(rows), len(self.buffer) - self.filled)
+            self.buffer[self.filled: self.filled + take, 0] = self.cls
+            self.buffer[self.filled: self.filled + take, 1:] = rows[:take]
+            self.filled += take
+            rows = rows[take:]
+            if self.filled == len(self.buffer):
+                self._flush()
+
+    def finish(self) -> list[ShardInfo]:
+        """Handle the tail per policy, write the last partial shard, and return this split's shards."""
+        if self.carry.size and self.tail == "wrap":
+            need = self.width - self.carry.size
+            self._rows(np.concatenate([self.carry, np.resize(self.head, need)]))  # resize repeats cyclically
+        self.carry = self.carry[:0]
+        if self.filled:
+            self._flush()
+        return self.shards
+
+    def _flush(self) -> None:
+        relpath = f"{self.split}/{self.corpus}/shard-{len(self.shards):05d}.bin"
+        self.shards.append(write_shard(self.out, relpath, self.corpus, self.split, self.buffer[: self.filled]))
+        self.sequences += self.filled
+        self.filled = 0
+
+
+# ----------------------------------------------------------------------------- the output folder
+
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+
+
+def _signature(config: dict[str, Any], tokenizer_fp: str) -> dict[str, Any]:
+    """What decides the shard bytes: the config less run-time knobs, plus the tokenizer's fingerprint."""
+    return {**{k: v for k, v in config.items() if k not in _RUN_ONLY_FIELDS}, "tokenizer_fingerprint": tokenizer_fp}
+
+
+def _already_done(cfg: PrepareConfig, out: Path, tokenizer_fp: str) -> bool:
+    """True if `out` is complete for this config; a UserError if it holds anything else we may not replace."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UserError("output_dir exists and is not a folder", out)
+    entries = {p.name for p in out.iterdir()}
+    if MANIFEST not in entries:
+        if entries - _OWN_ENTRIES:
+            raise UserError("output_dir is not empty and holds files medtrain did not write; choose a new folder",
+                            out)
+        return False  # an interrupted replacement: ours to redo
+    try:
+        stored = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        same = _signature(stored, read_manifest(out).tokenizer_fingerprint) == \
+            _signature(config_to_dict(cfg), tokenizer_fp)
+    except (OSError, yaml.YAMLError, UserError, AttributeError, TypeError):
+        same = False
+    if same:
+        return True
+    if not cfg.overwrite:
+        raise UserError("output_dir holds shards from a different config or tokenizer; set overwrite=true to "
+                        "replace them, or choose another output_dir", out)
+    return False
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Delete what killed prepares on this host left beside `out` (other hosts' leftovers are not ours to judge)."""
+    pattern = re.compile(rf"{re.escape(out.name)}\.(?:tmp|old)-{re.escape(_HOST)}-(\d+)")
+    if not out.parent.is_dir():
+        return
+    for sibling in out.parent.iterdir():
+        match = pattern.fullmatch(sibling.name)
+        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):  # a reused pid too
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place; an old one stops looking complete before it goes."""
+    if out.exists():
+        (out / MANIFEST).unlink(missing_ok=True)
+        old = out.with_name(f"{out.name}.old-{_HOST}-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Starts a throwaway one-node SLURM cluster for the test suite: munged, slurmctld and slurmd, every path
+# (config, munge key and socket, spool, logs, pid files) inside STATE_DIR, so it touches nothing in /etc,
+# /run or /var and several clusters (concurrent test sessions) can live side by side on free ports.
+#
+#   tests/cluster/slurm_up.sh STATE_DIR      # then: export SLURM_CONF=STATE_DIR/slurm.conf
+#   tests/cluster/slurm_down.sh STATE_DIR    # stops everything it started
+#
+# Needs root (SlurmUser=root; munged runs as user munge). A cluster already running from the same
+# STATE_DIR is stopped first. Exits non-zero with the reason and the daemons' log tails if the node does
+# not become idle within STARTUP_TIMEOUT seconds (default 60); nothing is left running then.
+set -euo pipefail
+
+STATE_ARG="${1:?usage: $0 STATE_DIR}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+STARTUP_TIMEOUT="${STARTUP_TIMEOUT:-60}"
+PARTITION=debug
+
+die() { echo "slurm_up: $*" >&2; exit 1; }
+
+check_prerequisites() {
+  [ "$(id -u)" = 0 ] || die "must run as root (SlurmUser=root, munged is started as user munge)"
+  local cmd
+  for cmd in munged slurmctld slurmd sinfo runuser flock; do
+    command -v "$cmd" >/dev/null || die "'$cmd' not found; run tests/cluster/system_packages.sh"
+  done
+  id munge >/dev/null 2>&1 || die "user 'munge' does not exist; install the munge package"
+}
+
+# True when a TCP socket (any state, IPv4 or IPv6) uses local port $1: such a port is not ours to take.
+port_busy() {
+  local hex
+  hex="$(printf '%04X' "$1")"
+  awk -v suffix=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == suffix { found = 1 } END { exit !found }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# First pair of adjacent free ports from SLURM's default 6817 on: slurmctld gets the first, slurmd the second.
+pick_ports() {
+  local port
+  for ((port = 6817; port < 6917; port += 2)); do
+    if ! port_busy "$port" && ! port_busy $((port + 1)); then
+      echo "$port"
+      return
+    fi
+  done
+  die "no free port pair in 6817-6916"
+}
+
+# A private munge key and socket: clients find the socket through AuthInfo in slurm.conf.
+start_munge() {
+  local dir="$STATE/munge"
+  mkdir -p "$dir"
+  if [ ! -s "$dir/munge.key" ]; then
+    dd if=/dev/urandom of="$dir/munge.key" bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge "$dir"
+  chmod 0755 "$dir"
+  chmod 0400 "$dir/munge.key"
+  runuser -u munge -- munged 9>&- --socket="$dir/munge.socket" --key-file="$dir/munge.key" \
+    --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munged.seed"
+}
+
+write_conf() {
+  local ctld_port="$1" host cpus mem_mb
+  host="$(hostname -s)"
+  cpus="$(nproc)"
+  # Below the machine's memory: slurmd drains a node that has less than RealMemory.
+  mem_mb=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
+  cat >"$CONF" <<EOF
+# Written by tests/cluster/slurm_up.sh: a throwaway one-node test cluster; every path is in $STATE.
+ClusterName=medtrain
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$((ctld_port + 1))
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$STATE/munge/munge.socket
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/spool
+SlurmctldPidFile=$STATE/run/slurmctld.pid
+SlurmdPidFile=$STATE/run/slurmd.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd.log
+# No cgroups: plain process tracking, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+JobRequeue=1
+MailProg=/bin/true
+PropagateResourceLimits=NONE
+# Fast turnaround for tests: schedule every second, kill quickly, no idle limits.
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+KillWait=2
+InactiveLimit=0
+Waittime=0
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+# OverSubscribe: up to 4 jobs share a core, so a 2-core machine can run several small jobs at once.
+PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+EOF
+}
+
+show_logs() {
+  local f
+  for f in "$STATE/munge/munged.log" "$STATE/log/slurmctld.log" "$STATE/log/slurmd.log"; do
+    [ -f "$f" ] && { echo "--- $f"; tail -n 15 "$f"; }
+  done >&2
+}
+
+# Leaves nothing half-started behind when any start-up step fails.
+on_failure() {
+  show_logs
+  bash "$HERE/slurm_down.sh" "$STATE"
+  echo "slurm_up: cluster did not start (state dir $STATE)" >&2
+  exit 1
+}
+
+wait_idle() {
+  local deadline=$((SECONDS + STARTUP_TIMEOUT)) state=""
+  while ((SECONDS < deadline)); do
+    state="$(sinfo -h -N -p "$PARTITION" -o %T 2>/dev/null || true)"
+    [ "$state" = idle ] && return 0
+    sleep 0.5
+  done
+  echo "slurm_up: node not idle after ${STARTUP_TIMEOUT}s (state: '${state:-no answer from slurmctld}')" >&2
+  return 1
+}
+
+check_prerequisites
+mkdir -p "$STATE_ARG"
+STATE="$(cd "$STATE_ARG" && pwd)"
+CONF="$STATE/slurm.conf"
+export SLURM_CONF="$CONF"   # slurmd passes it on to slurmstepd, which slurm_down uses to find strays
+
+bash "$HERE/slurm_down.sh" "$STATE"
+chmod 0755 "$STATE"   # munged (user munge) must reach its socket inside
+mkdir -p "$STATE/ctld" "$STATE/spool" "$STATE/run" "$STATE/log"
+
+# Port choice and start-up under one host-wide lock, so concurrent sessions cannot pick the same ports.
+exec 9>/tmp/medtrain-slurm.lock
+flock -w 120 9 || die "timed out waiting for /tmp/medtrain-slurm.lock"
+ctld_port="$(pick_ports)"
+write_conf "$ctld_port"
+trap on_failure EXIT
+start_munge
+# 9>&-: daemons must not inherit (and so hold) the lock.
+slurmctld -c 9>&-   # -c: start clean, recover no jobs from an earlier run
+slurmd 9>&-
+wait_idle
+trap - EXIT
+echo "slurm_up: node idle; export SLURM_CONF=$CONF (partition $PARTITION)"

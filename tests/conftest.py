@@ -1,0 +1,105 @@
+"""Suite-wide fixtures for tests that need real infrastructure: a local SLURM cluster and MPI.
+
+Where SLURM or MPI cannot start, a test skips with the reason; under CI=true (.ci/run) it fails instead,
+because there the Makefile has installed everything and a skip would hide a broken set-up.
+Tests using these fixtures are marked `integration` automatically (select them out with -m "not integration").
+Fixtures for particular test areas live in tests/unit/conftest.py and tests/integration/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
+INFRA_FIXTURES = {"slurm_cluster", "mpirun"}
+START_TIMEOUT_S = 120
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail under CI=true where the infrastructure must be there."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", name="unavailable")
+def unavailable_fixture() -> Callable[[str], NoReturn]:
+    """`unavailable(reason)` for tests that find a requirement missing themselves."""
+    return unavailable
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A running local cluster: clients find it through SLURM_CONF (set in os.environ for the session)."""
+
+    conf: Path
+    partition: str
+    state_dir: Path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """Start a one-node SLURM cluster (tests/cluster/slurm_up.sh) for the session; always stop it."""
+    if shutil.which("slurmctld") is None:
+        unavailable("SLURM is not installed (tests/cluster/system_packages.sh installs it)")
+    # Not pytest's tmp_path: munged (user munge) must reach its socket, and pytest's folders are root-only.
+    state_dir = Path(tempfile.mkdtemp(prefix="medtrain-slurm-"))
+    try:
+        up = subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm_up.sh"), str(state_dir)],
+                            capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _slurm_down(state_dir)
+        unavailable(f"local SLURM cluster did not start within {START_TIMEOUT_S}s")
+    if up.returncode != 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        unavailable(f"local SLURM cluster did not start:\n{up.stderr.strip()}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state_dir / "slurm.conf")
+    try:
+        yield SlurmCluster(conf=state_dir / "slurm.conf", partition="debug", state_dir=state_dir)
+    finally:
+        _restore_env("SLURM_CONF", previous)
+        _slurm_down(state_dir)
+
+
+def _slurm_down(state_dir: Path) -> None:
+    subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm_down.sh"), str(state_dir)], timeout=60, check=False)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def mpirun() -> list[str]:
+    """The `mpirun` command prefix (root-safe, oversubscribing the 2-core test machines), checked to run."""
+    if shutil.which("mpirun") is None:
+        unavailable("mpirun is not installed (tests/cluster/system_packages.sh installs OpenMPI)")
+    command = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
+    try:
+        probe = subprocess.run([*command, "-np", "2", "true"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        unavailable("`mpirun -np 2 true` did not finish within 60s")
+    if probe.returncode != 0:
+        unavailable(f"`mpirun -np 2 true` failed:\n{(probe.stdout + probe.stderr).strip()}")
+    return command
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start real clusters or MPI jobs are integration tests, whether or not they say so."""
+    for item in items:
+        if INFRA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

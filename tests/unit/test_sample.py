@@ -1,0 +1,242 @@
+"""The bundled synthetic data set: deterministic, well-formed BRAT/CoNLL, screening that is learnable but not trivial.
+
+The CoNLL checks rebuild IOB2 from the .txt and .ann files with code of their own (character painting rather
+than the generator's interval test), under the policy in `medtrain.data.sample`'s docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtrain.data.sample import DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, write_sample_data
+from medtrain.errors import UserError
+
+WORD = re.compile(r"\w+|[^\w\s]")
+Fragments = list[tuple[int, int]]
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "data"
+    write_sample_data(out, seed=0, scale=1.0)
+    return out
+
+
+# ----------------------------------------------------------------------------- readers written for the tests
+
+
+def read_ann(path: Path) -> list[tuple[str, Fragments, str]]:
+    entities = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        tid, middle, surface = line.split("\t")
+        label, offsets = middle.split(" ", 1)
+        fragments = [(int(s), int(e)) for s, e in (part.split() for part in offsets.split(";"))]
+        assert tid.startswith("T") and label in ENTITY_TYPES, line
+        entities.append((label, fragments, surface))
+    return entities
+
+
+def read_conll(path: Path) -> list[list[list[tuple[str, str]]]]:
+    """Documents -> sentences -> (token, tag)."""
+    docs: list[list[list[tuple[str, str]]]] = []
+    sentence: list[tuple[str, str]] = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.startswith("-DOCSTART-"):
+            docs.append([])
+        elif line:
+            token, tag = line.split("\t")
+            sentence.append((token, tag))
+        elif sentence:
+            docs[-1].append(sentence)
+            sentence = []
+    return docs
+
+
+def expected_iob2(text: str, entities: list[tuple[str, Fragments, str]]) -> list[list[tuple[str, str]]]:
+    """Fragments become entities; longer beats shorter, whole beats fragment, earlier start, then type order."""
+    candidates = [(e - s, len(frags) > 1, s, ENTITY_TYPES.index(label), e, label)
+                  for label, frags, _ in entities for s, e in frags]
+    owner: list[tuple[str, int] | None] = [None] * len(text)
+    for length, _, start, _, end, label in sorted(candidates, key=lambda c: (-c[0], c[1], c[2], c[3])):
+        if all(owner[i] is None for i in range(start, end)):
+            owner[start:end] = [(label, start)] * length
+    sentences, offset = [], 0
+    for line in text.split("\n"):
+        tokens = []
+        for match in WORD.finditer(line):
+            held = owner[offset + match.start()]
+            tag = "O" if held is None else ("B-" if held[1] == offset + match.start() else "I-") + held[0]
+            tokens.append((match.group(), tag))
+        if tokens:
+            sentences.append(tokens)
+        offset += len(line) + 1
+    return sentences
+
+
+def screening(root: Path, language: str, split: str) -> list[dict]:
+    path = root / "screening" / language / f"{split}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    summary = write_sample_data(Path("run_one"), seed=7, scale=0.2)
+    write_sample_data(Path("run_two"), seed=7, scale=0.2)
+    write_sample_data(Path("run_other"), seed=8, scale=0.2)
+    one, two, other = all_files(Path("run_one")), all_files(Path("run_two")), all_files(Path("run_other"))
+    assert one.keys() == two.keys() == other.keys()
+    # tokenizer.json is left out: the Rust WordPiece trainer breaks count ties in hash-map order
+    # (huggingface/tokenizers#1794), so its vocabulary can differ between runs on the same text.
+    skipped = {"prepare.yaml", "tokenizer/tokenizer.json"}
+    assert [name for name in one if name not in skipped and one[name] != two[name]] == []
+    assert one["prepare.yaml"].replace(b"run_one", b"run_two") == two["prepare.yaml"]
+    assert one["corpora/clinical_nl.jsonl"] != other["corpora/clinical_nl.jsonl"]
+    assert one["screening/nl/train.jsonl"] != other["screening/nl/train.jsonl"]
+    assert "clinical_nl" in summary and "positive" in summary
+
+    config = yaml.safe_load(Path("run_one/prepare.yaml").read_text(encoding="utf-8"))
+    assert config["tokenizer"] == str(Path("run_one") / "tokenizer")  # relative OUT -> relative paths
+    assert [c["name"] for c in config["corpora"]] == [f"{d}_{lang}" for d in DOMAINS for lang in LANGUAGES]
+    assert all(Path(c["path"]).is_file() for c in config["corpora"])
+
+
+def test_scale_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="scale"):
+        write_sample_data(tmp_path, scale=0)
+
+
+def test_corpora_lines_have_text_language_domain(sample: Path) -> None:
+    for domain in DOMAINS:
+        for language in LANGUAGES:
+            lines = (sample / "corpora" / f"{domain}_{language}.jsonl").read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines]
+            assert len(records) >= 200
+            assert all(r.keys() == {"text", "language", "domain"} for r in records)
+            assert {(r["language"], r["domain"]) for r in records} == {(language, domain)}
+            words = [len(r["text"].split()) for r in records]
+            assert max(words) > 300 and min(words) < 100, (domain, language)
+
+
+def test_language_specific_letters(sample: Path) -> None:
+    def text(domain: str, language: str) -> str:
+        return (sample / "corpora" / f"{domain}_{language}.jsonl").read_text(encoding="utf-8")
+
+    romanian = text("clinical", "ro") + text("general", "ro")
+    assert set("ăâîșțĂÂÎȘȚ") & set(romanian) >= set("ăâîșț")
+    assert not set("şţŞŢ") & set(romanian), "Romanian needs comma-below ș ț, not cedilla ş ţ"
+    assert set("áéíóúñ") <= set(text("clinical", "es") + text("general", "es"))
+    assert "ë" in text("clinical", "nl") or "é" in text("clinical", "nl")
+
+
+def test_tokenizer_loads_and_round_trips_romanian(sample: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(sample / "tokenizer"))
+    assert 1000 < len(tokenizer) <= 8000
+    for word in ("insuficiență", "vârstă", "Timișoara"):
+        ids = tokenizer.encode(word, add_special_tokens=False)
+        assert tokenizer.unk_token_id not in ids
+        assert tokenizer.decode(ids) == word
+
+
+def test_brat_offsets_match_text_and_token_boundaries(sample: Path) -> None:
+    for ann in sorted((sample / "ner").glob("*/*/*.ann")):
+        text = ann.with_suffix(".txt").read_text(encoding="utf-8")
+        starts = {m.start() for m in WORD.finditer(text)}
+        ends = {m.end() for m in WORD.finditer(text)}
+        for label, fragments, surface in read_ann(ann):
+            assert " ".join(text[s:e] for s, e in fragments) == surface, (ann.name, surface)
+            assert all(s < e for s, e in fragments) and fragments == sorted(fragments)
+            assert all("\n" not in text[s:e] and s in starts and e in ends for s, e in fragments), (ann.name, surface)
+
+
+def test_nested_and_discontinuous_spans_occur(sample: Path) -> None:
+    for language in LANGUAGES:
+        nested = discontinuous = total = 0
+        for ann in sorted((sample / "ner" / language).glob("*/*.ann")):
+            entities = read_ann(ann)
+            total += len(entities)
+            discontinuous += sum(len(frags) > 1 for _, frags, _ in entities)
+            spans = [(label, frags[0]) for label, frags, _ in entities if len(frags) == 1]
+            nested += sum(a != b and b[1][0] <= a[1][0] and a[1][1] <= b[1][1] and a[0] != b[0]
+                          for a in spans for b in spans)
+        assert nested >= 20, language
+        assert 5 <= discontinuous <= 0.1 * total, language
+
+
+def test_conll_agrees_with_brat_under_the_policy(sample: Path) -> None:
+    for language in LANGUAGES:
+        for split in SPLITS:
+            folder = sample / "ner" / language / split
+            expected = [expected_iob2(txt.read_text(encoding="utf-8"), read_ann(txt.with_suffix(".ann")))
+                        for txt in sorted(folder.glob("*.txt"))]
+            assert len(expected) >= 5
+            assert read_conll(folder.with_suffix(".conll")) == expected, (language, split)
+
+
+def test_conll_is_valid_iob2(sample: Path) -> None:
+    tags_seen = set()
+    for conll in sorted((sample / "ner").glob("*/*.conll")):
+        for doc in read_conll(conll):
+            for sentence in doc:
+                previous = "O"
+                for _, tag in sentence:
+                    assert tag == "O" or tag[:2] in ("B-", "I-") and tag[2:] in ENTITY_TYPES, tag
+                    if tag.startswith("I-"):
+                        assert previous[2:] == tag[2:], (conll.name, sentence)
+                    previous = tag
+                    tags_seen.add(tag)
+    assert {f"B-{t}" for t in ENTITY_TYPES} <= tags_seen
+
+
+def test_screening_patients_notes_and_rates(sample: Path) -> None:
+    for language in LANGUAGES:
+        patients: dict[str, set[int]] = {}
+        notes_per_patient: dict[str, int] = {}
+        long_notes = notes = 0
+        for split in SPLITS:
+            records = screening(sample, language, split)
+            assert all(r.keys() == {"patient_id", "note_id", "text", "label"} for r in records)
+            split_patients = {r["patient_id"] for r in records}
+            assert not split_patients & patients.keys(), "a patient in two splits"
+            for r in records:
+                patients.setdefault(r["patient_id"], set()).add(r["label"])
+                notes_per_patient[r["patient_id"]] = notes_per_patient.get(r["patient_id"], 0) + 1
+                long_notes += len(r["text"].split()) > 400
+                notes += 1
+        assert all(len(labels) == 1 for labels in patients.values()), "label must be per patient"
+        assert all(2 <= n <= 5 for n in notes_per_patient.values())
+        positive_rate = sum(labels == {1} for labels in patients.values()) / len(patients)
+        assert 0.10 <= positive_rate <= 0.20, (language, positive_rate)
+        assert long_notes / notes >= 0.3, (language, long_notes / notes)
+
+
+def test_screening_label_learnable_but_not_one_keyword(sample: Path) -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    for language in LANGUAGES:
+        train, test = screening(sample, language, "train"), screening(sample, language, "test")
+        vectorizer = CountVectorizer(binary=True, token_pattern=r"(?u)\b\w+\b")
+        model = LogisticRegression(max_iter=2000).fit(vectorizer.fit_transform([r["text"] for r in train]),
+                                                      [r["label"] for r in train])
+        labels = [r["label"] for r in test]
+        scores = model.decision_function(vectorizer.transform([r["text"] for r in test]))
+        assert roc_auc_score(labels, scores) > 0.75, language
+
+        words = [{w.lower() for w in WORD.findall(r["text"])} for r in test]
+        best = max(sum((w in ws) == bool(y) for ws, y in zip(words, labels)) for w in set().union(*words))
+        assert best < len(test), f"{language}: one keyword separates the classes"
