@@ -36,7 +36,10 @@ integration: setup
 
 demo: setup
 	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data
-	$(VENV)/bin/medtrain prepare demo-prepare output_dir=$(DEMO_DIR)/shards tokenizer=$(DEMO_DIR)/data/tokenizer data_root=$(DEMO_DIR)/data
+	$(VENV)/bin/medtrain prepare $(DEMO_DIR)/data/prepare.yaml
+	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(VENV)/bin/deepspeed --num_gpus 2 medtrain/pretrain.py demo-pretrain \
+		data.shards=$(DEMO_DIR)/data/shards output_dir=$(DEMO_DIR)/runs/pretrain
+	@echo "demo: exported model in $(DEMO_DIR)/runs/pretrain/export; watch with: tensorboard --logdir $(DEMO_DIR)/runs"
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -95,6 +95,9 @@ class PrepareConfig:
         return corpus.path if self.data_root is None else self.data_root / corpus.path
 
 
+TOKENIZER_DIR = "tokenizer"
+
+
 def prepare(cfg: PrepareConfig) -> Manifest:
     """Tokenize and pack every corpus into `cfg.output_dir`; returns its manifest."""
     readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error) for c in cfg.corpora]
@@ -121,9 +124,10 @@ def prepare(cfg: PrepareConfig) -> Manifest:
             packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids) for reader in readers]
         manifest = Manifest(
             format_version=FORMAT_VERSION, seq_len=cfg.seq_len, dtype=dtype.str, vocab_size=vocab_size,
-            tokenizer=str(cfg.tokenizer), tokenizer_fingerprint=tokenizer_fp, special_ids=special_ids,
+            tokenizer=TOKENIZER_DIR, tokenizer_fingerprint=tokenizer_fp, special_ids=special_ids,
             corpora=[info for info, _ in packed], shards=[s for _, shards in packed for s in shards],
         )
+        tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))  # shards travel with their tokenizer
         save_resolved(cfg, tmp)
         write_manifest(tmp, manifest)  # last: from here the folder is complete
         _publish(tmp, out)

@@ -76,6 +76,10 @@ class Manifest:
     corpora: list[CorpusInfo]
     shards: list[ShardInfo]
 
+    def tokenizer_dir(self, shard_dir: str | Path) -> Path:
+        """The tokenizer the shards were made with (a copy inside the shard dir)."""
+        return Path(shard_dir) / self.tokenizer
+
     def shards_of(self, split: str, corpus: str | None = None) -> list[ShardInfo]:
         return [s for s in self.shards if s.split == split and (corpus is None or s.corpus == corpus)]
 

@@ -332,6 +332,9 @@ class StatefulLoader:
         self.stream = stream
         self._kwargs: dict[str, Any] = {
             "batch_size": None, "num_workers": num_workers, "collate_fn": _pack,
+            # Its own generator: starting workers must not draw from the global RNG, or a resumed run's
+            # dropout would be one draw off the uninterrupted run's.
+            "generator": torch.Generator().manual_seed(0),
             "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
             **({"prefetch_factor": prefetch_factor} if num_workers > 0 else {}),
         }

@@ -1,0 +1,242 @@
+"""Further pretraining (masked-LM) with DeepSpeed ZeRO on packed token shards.
+
+    deepspeed medtrain/pretrain.py CONFIG [k=v ...]        # also: python ..., mpirun -np N python ...,
+    medtrain pretrain CONFIG [k=v ...]                     #       srun python ...
+
+Run again with the same output_dir and it resumes from the last complete checkpoint. SIGTERM, SIGUSR1
+and SIGUSR2 (what SLURM sends before a time limit or preemption) save a checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: keep medtrain/ itself off the path so its modules don't shadow others
+
+import dataclasses
+import itertools
+import math
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import torch
+
+from medtrain import checkpoint, dist
+from medtrain.config import config_to_dict, load_config, save_resolved
+from medtrain.data.masking import MaskedBatch, Masker, MaskingConfig, continuation_lookup
+from medtrain.data.shards import Manifest, read_manifest
+from medtrain.data.stream import ValidationStream, build_train_loader, validation_loader
+from medtrain.data.tokenizer import load_tokenizer
+from medtrain.engine import EngineSpec, Precision, Schedule, initialize
+from medtrain.model import ModelConfig, build_model, export
+from medtrain.monitor import Monitor
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    shards: Path
+    """Folder written by `medtrain prepare` (manifest.json + shards)."""
+    micro_batch_size: int = 8
+    """Sequences per rank per forward pass."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank (masking runs in them); 0 reads in the training process."""
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Corpus mixing weights by corpus name; unset corpora keep the weight from the manifest."""
+    masking: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1 or self.num_workers < 0:
+            raise ValueError("data.micro_batch_size must be >= 1 and data.num_workers >= 0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    """Optimizer steps (each = micro_batch_size x grad_accum x world size sequences)."""
+    max_tokens: int = 0
+    """Stop earlier once this many tokens were trained on (0: no token limit)."""
+    lr: float = 5e-5
+    warmup_steps: int = 100
+    schedule: Schedule = "linear"
+    min_lr_ratio: float = 0.0
+    """The learning rate decays to lr x min_lr_ratio at max_steps."""
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    precision: Precision = "fp32"
+    activation_checkpointing: bool = False
+    """Recompute activations in backward: less memory, about a third more compute."""
+    seed: int = 0
+    """Fixes initialisation, data order and masking."""
+    save_every: int = 200
+    keep_last: int = 2
+    eval_every: int = 200
+    """Evaluate masked-LM loss and perplexity on the held-out shards every N steps (0: never)."""
+    eval_batches: int = 0
+    """Validation micro-batches per rank at each evaluation (0: the whole validation split, each sequence once)."""
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "grad_accum", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        if self.eval_every < 0 or self.eval_batches < 0 or self.max_tokens < 0:
+            raise ValueError("train.eval_every, train.eval_batches and train.max_tokens must be >= 0")
+        if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
+            raise ValueError("train.warmup_steps must be between 0 and train.max_steps")
+        if not self.lr > 0:
+            raise ValueError("train.lr must be > 0")
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    output_dir: Path
+    data: DataConfig
+    model: ModelConfig
+    deepspeed: Path = Path("ds_configs/zero2.json")
+    """A ds_configs/*.json: the ZeRO stage and offload; everything else comes from this config."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    progress: bool = True
+
+
+class StopRequested:
+    """Remembers a stop signal so the loop can checkpoint at a step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+
+    def agreed(self) -> bool:
+        """True on every rank once any rank got a signal (ranks must save together)."""
+        flag = torch.tensor([0 if self.signum is None else 1])
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Masker:
+    """Masking for the shards' vocabulary; whole-word masking reads the tokenizer's '##' pieces."""
+    tokenizer_dir = manifest.tokenizer_dir(shard_dir)
+    continuation = continuation_lookup(load_tokenizer(tokenizer_dir)) if cfg.whole_word else None
+    return Masker(manifest.vocab_size, manifest.special_ids, cfg, continuation)
+
+
+def evaluate(engine, batches: Iterable[MaskedBatch], max_batches: int) -> dict[str, float]:
+    """Masked-LM loss (mean over masked tokens, all ranks) and perplexity on the held-out shards."""
+    engine.eval()
+    total = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for masked in itertools.islice(batches, max_batches or None):
+            loss = engine(*masked.to(engine.device))
+            total += torch.tensor([loss.item() * masked.num_masked, masked.num_masked], dtype=torch.float64)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    engine.train()
+    loss = (total[0] / total[1].clamp(min=1)).item()
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def train(cfg: PretrainConfig) -> int:
+    """Build in a fixed order (dist -> data -> model -> engine -> checkpoint -> monitor), then loop."""
+    # 1. Who am I: rank, world size, and the process group (gloo on CPU, nccl on GPUs).
+    info = dist.discover()
+    dist.init_process_group(info)
+    out = cfg.output_dir
+    if info.rank == 0:
+        save_resolved(cfg, out)
+    # 2. Data: the packed shards, this rank's slice of the stream, masking.
+    manifest = read_manifest(cfg.data.shards)
+    masker = build_masker(cfg.data.masking, manifest, cfg.data.shards)
+    loader = build_train_loader(cfg.data.shards, cfg.data.micro_batch_size, info.rank, info.world_size,
+                                seed=cfg.train.seed, weights=cfg.data.weights, num_workers=cfg.data.num_workers,
+                                masker=masker)
+    validation = None
+    if cfg.train.eval_every:  # fixed masks, so evaluations compare across steps; read in-process (it is short)
+        validation = validation_loader(ValidationStream(cfg.data.shards, micro_batch=cfg.data.micro_batch_size,
+                                                        rank=info.rank, world_size=info.world_size,
+                                                        seed=cfg.train.seed, masker=masker), num_workers=0)
+    # 3. Model: initialisation is fixed by the seed and identical on every rank.
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, manifest.vocab_size, cfg.train.activation_checkpointing)
+    # 4. Engine: DeepSpeed ZeRO with medtrain's batch sizes, optimizer and schedule.
+    t = cfg.train
+    spec = EngineSpec(ds_config=cfg.deepspeed, micro_batch_size=cfg.data.micro_batch_size, grad_accum=t.grad_accum,
+                      lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, schedule=t.schedule,
+                      min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                      precision=t.precision)
+    engine = initialize(model, spec, info.world_size)
+    torch.manual_seed(cfg.train.seed * 1000 + info.rank + 1)  # dropout differs per rank, fixed per seed
+    # 5. Checkpoint: resume from the latest complete one, loader position and RNG included.
+    ckpt_dir = out / "checkpoints"
+    state = checkpoint.resume(engine, ckpt_dir, info.rank, info.world_size)
+    step = 0
+    if state is not None:
+        step = state["step"]
+        loader.load_state_dict(state["loader"])
+    # 6. Monitor: TensorBoard + history.jsonl on rank 0.
+    monitor = Monitor(out, info.rank, step, t.max_steps, progress=cfg.progress)
+    if step == 0:
+        monitor.text("config", "```\n" + str(config_to_dict(cfg)) + "\n```")
+    stop = StopRequested()
+    tokens_per_step = cfg.data.micro_batch_size * t.grad_accum * info.world_size * manifest.seq_len
+
+    def save() -> None:
+        checkpoint.save(engine, ckpt_dir, step, info.rank, info.world_size, {"loader": loader.state_dict()},
+                        t.keep_last)
+
+    batches = iter(loader)
+    while step < t.max_steps and not (t.max_tokens and step * tokens_per_step >= t.max_tokens):
+        started = time.perf_counter()
+        lr = engine.get_lr()[0]  # the rate this step uses (the scheduler moves on in engine.step)
+        losses = []
+        for _ in range(t.grad_accum):
+            loss = engine(*next(batches).to(engine.device))
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+        step += 1
+        if step % t.log_every == 0:
+            elapsed = time.perf_counter() - started
+            monitor.log(step, "train", {"loss": sum(losses) / len(losses), "lr": lr,
+                                        "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                                        "tokens_per_s": tokens_per_step / elapsed})
+        if validation is not None and (step % t.eval_every == 0 or step == t.max_steps):
+            monitor.log(step, "eval", evaluate(engine, validation, t.eval_batches))
+        if stop.agreed():
+            save()
+            monitor.close()
+            print(f"stopped by signal {stop.signum} at step {step}; checkpoint saved, run again to resume",
+                  file=sys.stderr)
+            return 0
+        if step % t.save_every == 0:
+            save()
+    if step % t.save_every:
+        save()
+    full_state = checkpoint.gather_full_state(engine)
+    if info.rank == 0:
+        export({k.removeprefix("mlm."): v for k, v in full_state.items()}, model.mlm.config,
+               cfg.model.tokenizer or cfg.model.init or manifest.tokenizer_dir(cfg.data.shards), out / "export")
+    monitor.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Script entry: the `medtrain pretrain` sub-command, minus the --local_rank flag `deepspeed` adds."""
+    from medtrain.cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    cli_main(["pretrain", *(a for a in args if not a.startswith(("--local_rank", "--local-rank")))])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Pretraining for real: 2 CPU ranks (gloo) under the deepspeed launcher, mpirun and srun; exact resume after a
+SIGKILL for ZeRO-2 and ZeRO-3; a stop signal that checkpoints; TensorBoard read back with its own reader; the
+export loaded by transformers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from _launch import REPO, deepspeed_command, kill_group, run, start
+
+pytestmark = pytest.mark.integration
+
+WORLD = 2
+SCRIPT = str(REPO / "medtrain" / "pretrain.py")
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "max_position_embeddings": 128}
+COMPARED = ("loss", "lr", "grad_norm", "perplexity")
+
+
+def write_config(tmp_path: Path, shards: Path, stage: str, max_steps: int, **train: object) -> Path:
+    config = {
+        "output_dir": str(tmp_path / "unused"),
+        "data": {"shards": str(shards), "micro_batch_size": 4, "num_workers": 1},
+        "model": {"config": TINY},
+        "deepspeed": str(REPO / "ds_configs" / f"{stage}.json"),
+        "train": {"max_steps": max_steps, "lr": 1e-3, "warmup_steps": 3, "seed": 3, "save_every": 4,
+                  "keep_last": 2, "eval_every": 5, "eval_batches": 3, **train},
+        "progress": False,
+    }
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def history(run_dir: Path) -> list[dict[str, float]]:
+    """Every record without the timing figure, which legitimately differs between runs."""
+    lines = (run_dir / "history.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k in ("step", "kind", *COMPARED)} for line in lines]
+
+
+def latest_step(run_dir: Path) -> int:
+    try:
+        return int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = load_file(a / "export" / "model.safetensors"), load_file(b / "export" / "model.safetensors")
+    assert left.keys() == right.keys()
+    worst = max((left[k] - right[k]).abs().max().item() for k in left)
+    assert worst <= 1e-6, f"resumed weights differ from uninterrupted ones by up to {worst}"
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_sigkilled_run_resumes_to_the_same_weights_and_history(stage: str, sample_shards: Path,
+                                                               tmp_path: Path) -> None:
+    max_steps = 30
+    config = write_config(tmp_path, sample_shards, stage, max_steps)
+    launch = [*deepspeed_command(WORLD), SCRIPT, str(config)]
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    run([*launch, f"output_dir={uninterrupted}"])
+
+    proc = start([*launch, f"output_dir={killed}"])
+    deadline = time.monotonic() + 300
+    while latest_step(killed) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    kill_group(proc, signal.SIGKILL)
+    output = proc.stdout.read()
+    proc.stdout.close()
+    assert not (killed / "export").exists(), f"the run finished before it could be killed:\n{output[-3000:]}"
+    killed_at = latest_step(killed)
+    assert 8 <= killed_at < max_steps, output[-3000:]
+
+    run([*launch, f"output_dir={killed}"])  # same output_dir: resumes by itself
+    assert history(killed) == history(uninterrupted)
+    assert [r["step"] for r in history(killed) if r["kind"] == "train"] == list(range(1, max_steps + 1))
+    assert_same_weights(killed, uninterrupted)
+    assert len(list((killed / "checkpoints").glob("step-*"))) == 2  # keep_last
+
+    # TensorBoard, read back with its own reader: one loss per step, the killed run's extra events purged.
+    events = EventAccumulator(str(killed / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [s.step for s in scalars] == list(range(1, max_steps + 1))
+    losses = [r["loss"] for r in history(uninterrupted) if r["kind"] == "train"]
+    assert [s.value for s in scalars] == pytest.approx(losses, rel=1e-6)
+    assert "eval/perplexity" in events.Tags()["scalars"]
+
+    # The export is a Hugging Face model folder that transformers loads as is, with its tokenizer.
+    model = AutoModelForMaskedLM.from_pretrained(str(killed / "export"), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(killed / "export"), local_files_only=True)
+    with torch.no_grad():
+        logits = model(**tokenizer("De patiënt heeft koorts.", return_tensors="pt")).logits
+    assert logits.shape[-1] == tokenizer.vocab_size and torch.isfinite(logits).all()
+
+
+def test_mpirun_stop_signal_checkpoints_and_resume_finishes(mpirun: list[str], sample_shards: Path,
+                                                            tmp_path: Path) -> None:
+    max_steps = 40
+    config = write_config(tmp_path, sample_shards, "zero2", max_steps, save_every=100)
+    out = tmp_path / "run"
+    launch = [*mpirun, "-np", str(WORLD), sys.executable, SCRIPT, str(config), f"output_dir={out}"]
+    proc = start(launch)
+    deadline = time.monotonic() + 300
+    while not (out / "history.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)  # mpirun forwards SIGUSR1/SIGUSR2 to every rank, as SLURM's --signal does
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped by signal" in output
+    stopped_at = latest_step(out)
+    assert 0 < stopped_at < max_steps, output[-3000:]
+    assert not (out / "export").exists()
+    run(launch)
+    steps = [r["step"] for r in history(out) if r["kind"] == "train"]
+    assert steps == list(range(1, max_steps + 1))
+    assert (out / "export" / "model.safetensors").is_file()
+
+
+def test_srun_two_ranks(slurm_cluster, sample_shards: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sample_shards, "zero3", 6, precision="bf16")
+    out = tmp_path / "run"
+    run(["srun", "--ntasks", str(WORLD), "--partition", slurm_cluster.partition, "--time", "10",
+         "--kill-on-bad-exit=1", sys.executable, SCRIPT, str(config), f"output_dir={out}"])
+    records = history(out)
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 7))
+    assert all(r["loss"] == r["loss"] and r["loss"] < 20 for r in records)  # finite, not NaN
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["train"]["precision"] == "bf16" and resolved["output_dir"] == str(out)
