@@ -133,9 +133,10 @@ class _Builder:
         self.source = source
         self.lines = lines
 
-    def error(self, key: str, message: str) -> UserError:
+    def error(self, key: str, message: str, named: bool = False) -> UserError:
+        """An error at `key`'s line; `named`: the message already names the key."""
         line = self.lines.get(key)
-        where = f"{key}: " if key else ""
+        where = f"{key}: " if key and not named else ""
         if self.source is None:
             return UserError(f"{where}{message}")
         # An override has no line in the file; say so rather than pointing at the wrong place.
@@ -159,7 +160,8 @@ class _Builder:
         try:
             return cls(**kwargs)
         except ValueError as exc:
-            raise self.error(prefix, str(exc)) from None
+            message = str(exc)  # a message that already names its dotted key needs no prefix
+            raise self.error(prefix, message, named=message.startswith(f"{prefix}.")) from None
 
     def convert(self, tp: Any, value: Any, key: str) -> Any:
         origin = typing.get_origin(tp)

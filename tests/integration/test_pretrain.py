@@ -140,3 +140,36 @@ def test_srun_two_ranks(slurm_cluster, sample_shards: Path, tmp_path: Path) -> N
     assert all(r["loss"] == r["loss"] and r["loss"] < 20 for r in records)  # finite, not NaN
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["precision"] == "bf16" and resolved["output_dir"] == str(out)
+
+
+@pytest.mark.parametrize("stage, precision", [("zero2-offload", "fp32"), ("zero3-offload", "bf16"),
+                                              ("zero0", "bf16"), ("zero1", "fp32")])
+def test_single_process_layouts_and_precisions(stage: str, precision: str, sample_shards: Path,
+                                               tmp_path: Path) -> None:
+    """One process, as `python medtrain/pretrain.py` (offload builds DeepSpeed's CPU Adam on first use)."""
+    config = write_config(tmp_path, sample_shards, stage, 4, precision=precision, eval_every=4)
+    out = tmp_path / "run"
+    run([sys.executable, SCRIPT, str(config), f"output_dir={out}"])
+    records = history(out)
+    train_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(train_losses) == 4 and all(0 < loss < 20 for loss in train_losses)
+    assert train_losses[-1] < train_losses[0]  # lr 1e-3 on a tiny model: the loss must move down
+    assert [r["kind"] for r in records].count("eval") == 1
+    assert (out / "export" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.shards=/nonexistent/shards", "no manifest.json"),
+    ("deepspeed=/nonexistent/ds.json", "DeepSpeed config not found"),
+    ("train.precision=fp8", "must be one of"),
+    ("model.config.hiden_size=8", "did you mean hidden_size"),
+])
+def test_bad_pretrain_input_is_one_line_exit_2(override: str, expected: str, sample_shards: Path,
+                                               tmp_path: Path) -> None:
+    config = write_config(tmp_path, sample_shards, "zero2", 4)
+    out = tmp_path / "run"
+    output = run([sys.executable, SCRIPT, str(config), f"output_dir={out}", override], expect_rc=2)
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], output[-2000:]
+    assert "Traceback" not in output
+    assert not (out / "checkpoints").exists()
