@@ -173,3 +173,20 @@ def test_bad_pretrain_input_is_one_line_exit_2(override: str, expected: str, sam
     assert len(errors) == 1 and expected in errors[0], output[-2000:]
     assert "Traceback" not in output
     assert not (out / "checkpoints").exists()
+
+
+def test_accumulation_checkpointing_token_limit_and_continuing_from_an_export(sample_shards: Path,
+                                                                              tmp_path: Path) -> None:
+    micro, accum, seq_len = 4, 2, 64
+    config = write_config(tmp_path, sample_shards, "zero2", 50, grad_accum=accum, activation_checkpointing=True,
+                          max_tokens=3 * micro * accum * seq_len, eval_every=0)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run([sys.executable, SCRIPT, str(config), f"output_dir={first}"])
+    assert [r["step"] for r in history(first)] == [1, 2, 3]  # stopped by tokens, not by max_steps
+    # Continue from the export as from any local Hugging Face BERT folder (e.g. a downloaded mBERT).
+    run([sys.executable, SCRIPT, str(config), f"output_dir={second}", "model.config={}",
+         f"model.init={first / 'export'}", "train.max_tokens=0", "train.max_steps=2", "train.warmup_steps=0"])
+    first_loss = [r["loss"] for r in history(first)]
+    second_loss = [r["loss"] for r in history(second)]
+    assert len(second_loss) == 2
+    assert second_loss[0] < first_loss[0] - 0.05  # it starts from the trained weights, not from scratch
