@@ -39,7 +39,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     cfg = load_config(PrepareConfig, args.target, args.overrides)
     manifest = prepare(cfg)
-    print(f"wrote {len(manifest.shards)} shards and manifest.json to {cfg.output_dir}")
+    total = sum(s.sequences for s in manifest.shards)
+    print(f"{cfg.output_dir}: {len(manifest.shards)} shards, {total} sequences of {manifest.seq_len} tokens "
+          f"(manifest.json)")
     return 0
 
 
@@ -48,6 +50,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medtrain.pretrain import PretrainConfig, train
 
     return train(load_config(PretrainConfig, args.config, args.overrides))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from medtrain.config import load_config
+    from medtrain.finetune import FinetuneConfig, finetune
+
+    return finetune(load_config(FinetuneConfig, args.config, args.overrides))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="pretraining config (YAML or packaged recipe name)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=50 train.lr=1e-4")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune and evaluate one run: task x model x train/eval languages x hparams x seed",
+        description="Fine-tune a local Hugging Face BERT folder for NER (BRAT/CoNLL) or patient screening "
+                    "(JSONL/CSV), keep the best dev epoch and evaluate each test language; writes results.json "
+                    "and predictions into output_dir. Running again resumes an unfinished run and skips a "
+                    "complete one.",
+    )
+    p.add_argument("config", help="fine-tuning config (YAML or packaged recipe name, e.g. finetune-ner)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.lr=5e-5 data.test.ro=data/ner/ro/test")
+    p.set_defaults(func=_cmd_finetune)
 
     return parser
 

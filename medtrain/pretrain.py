@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
+import yaml
 
 from medtrain import checkpoint, dist
 from medtrain.config import config_to_dict, load_config, save_resolved
@@ -106,7 +107,7 @@ class PretrainConfig:
 
 
 class StopRequested:
-    """Remembers a stop signal so the loop can checkpoint at a step boundary."""
+    """Remembers a stop signal so the loop can checkpoint at a step boundary (all ranks together)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -116,12 +117,15 @@ class StopRequested:
     def _handle(self, signum: int, _frame: object) -> None:
         self.signum = signum
 
-    def agreed(self) -> bool:
-        """True on every rank once any rank got a signal (ranks must save together)."""
-        flag = torch.tensor([0 if self.signum is None else 1])
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+
+def step_summary(local_loss: float, stop: StopRequested) -> tuple[float, bool]:
+    """One all-reduce per step: the loss averaged over ranks, and whether any rank was asked to stop."""
+    stats = torch.tensor([local_loss, 0.0 if stop.signum is None else 1.0], dtype=torch.float64)
+    world = 1
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(stats)
+        world = torch.distributed.get_world_size()
+    return stats[0].item() / world, stats[1].item() > 0
 
 
 def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Masker:
@@ -148,6 +152,7 @@ def evaluate(engine, batches: Iterable[MaskedBatch], max_batches: int) -> dict[s
 
 def train(cfg: PretrainConfig) -> int:
     """Build in a fixed order (dist -> data -> model -> engine -> checkpoint -> monitor), then loop."""
+    stop = StopRequested()  # first: a signal that arrives while building must not kill the run unsaved
     # 1. Who am I: rank, world size, and the process group (gloo on CPU, nccl on GPUs).
     info = dist.discover()
     dist.init_process_group(info)
@@ -186,46 +191,53 @@ def train(cfg: PretrainConfig) -> int:
     # 6. Monitor: TensorBoard + history.jsonl on rank 0.
     monitor = Monitor(out, info.rank, step, t.max_steps, progress=cfg.progress)
     if step == 0:
-        monitor.text("config", "```\n" + str(config_to_dict(cfg)) + "\n```")
-    stop = StopRequested()
+        monitor.text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "```")
     tokens_per_step = cfg.data.micro_batch_size * t.grad_accum * info.world_size * manifest.seq_len
+
+    def finished() -> bool:
+        return step >= t.max_steps or bool(t.max_tokens and step * tokens_per_step >= t.max_tokens)
 
     def save() -> None:
         checkpoint.save(engine, ckpt_dir, step, info.rank, info.world_size, {"loader": loader.state_dict()},
                         t.keep_last)
 
+    if finished() and (out / "export").is_dir():
+        monitor.close()
+        if info.rank == 0:
+            print(f"{out} is complete (step {step}, export/); nothing to do", file=sys.stderr)
+        return 0
     batches = iter(loader)
-    while step < t.max_steps and not (t.max_tokens and step * tokens_per_step >= t.max_tokens):
+    while not finished():
         started = time.perf_counter()
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler moves on in engine.step)
-        losses = []
+        local_loss = 0.0
         for _ in range(t.grad_accum):
             loss = engine(*next(batches).to(engine.device))
             engine.backward(loss)
             engine.step()
-            losses.append(loss.item())
+            local_loss += loss.item() / t.grad_accum
         step += 1
+        mean_loss, stop_now = step_summary(local_loss, stop)
         if step % t.log_every == 0:
-            elapsed = time.perf_counter() - started
-            monitor.log(step, "train", {"loss": sum(losses) / len(losses), "lr": lr,
+            monitor.log(step, "train", {"loss": mean_loss, "lr": lr,
                                         "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                                        "tokens_per_s": tokens_per_step / elapsed})
-        if validation is not None and (step % t.eval_every == 0 or step == t.max_steps):
+                                        "tokens_per_s": tokens_per_step / (time.perf_counter() - started)})
+        if validation is not None and (step % t.eval_every == 0 or finished()):
             monitor.log(step, "eval", evaluate(engine, validation, t.eval_batches))
-        if stop.agreed():
+        if stop_now:
             save()
             monitor.close()
-            print(f"stopped by signal {stop.signum} at step {step}; checkpoint saved, run again to resume",
-                  file=sys.stderr)
+            print(f"rank {info.rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
+                  "run again to resume", file=sys.stderr)
             return 0
-        if step % t.save_every == 0:
+        if step % t.save_every == 0 or finished():
             save()
-    if step % t.save_every:
-        save()
+    # Export: the full fp32 weights (gathered from ZeRO-3 shards) as a Hugging Face folder.
     full_state = checkpoint.gather_full_state(engine)
     if info.rank == 0:
         export({k.removeprefix("mlm."): v for k, v in full_state.items()}, model.mlm.config,
                cfg.model.tokenizer or cfg.model.init or manifest.tokenizer_dir(cfg.data.shards), out / "export")
+        print(f"{out}: trained {step} steps; Hugging Face export in {out / 'export'}", file=sys.stderr)
     monitor.close()
     return 0
 
