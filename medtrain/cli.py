@@ -10,8 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medtrain.errors import EXIT_USER_ERROR, UserError
+
+if TYPE_CHECKING:  # imported where used: it pulls in torch
+    from medtrain.grid.spec import Grid
 
 OVERRIDES_HELP = "dotted overrides of config keys, e.g. seq_len=256 corpora.0.weight=2.0"
 
@@ -57,6 +61,66 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from medtrain.finetune import FinetuneConfig, finetune
 
     return finetune(load_config(FinetuneConfig, args.config, args.overrides))
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from medtrain.analyze import AnalyzeConfig, analyze
+    from medtrain.config import load_config
+
+    cfg = load_config(AnalyzeConfig, args.config, args.overrides)
+    analyze(cfg)
+    print(f"wrote {cfg.output_dir / 'analysis.md'}, analysis.json and plots")
+    return 0
+
+
+def _load_grid(args: argparse.Namespace) -> Grid:
+    from medtrain.grid.spec import load_grid
+
+    return load_grid(args.grid, args.overrides)
+
+
+def _cmd_grid_submit(args: argparse.Namespace) -> int:
+    from medtrain.grid.status import format_status, grid_status
+    from medtrain.grid.submit import submit_grid
+
+    grid = _load_grid(args)
+    submit_grid(grid)
+    if grid.spec.executor == "local":
+        print(format_status(grid_status(grid)))
+    return 0
+
+
+def _cmd_grid_status(args: argparse.Namespace) -> int:
+    from medtrain.grid.status import format_status, grid_status
+
+    print(format_status(grid_status(_load_grid(args))))
+    return 0
+
+
+def _cmd_grid_cancel(args: argparse.Namespace) -> int:
+    from medtrain.grid.submit import cancel_grid
+
+    cancelled = cancel_grid(_load_grid(args))
+    print(f"cancelled {len(cancelled)} jobs: {' '.join(cancelled)}" if cancelled else "no pending or running jobs")
+    return 0
+
+
+def _print_results(folder: Path) -> int:
+    from medtrain.grid.results import write_results
+
+    written = write_results(folder)
+    print(written.markdown)
+    print(f"{written.runs} finished runs; wrote {', '.join(str(p) for p in written.files)}")
+    print(f"compare runs: tensorboard --logdir {folder / 'tensorboard'} (HParams tab)")
+    return 0
+
+
+def _cmd_grid_results(args: argparse.Namespace) -> int:
+    return _print_results(_load_grid(args).grid_dir)
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    return _print_results(Path(args.folder))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +175,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="fine-tuning config (YAML or packaged recipe name, e.g. finetune-ner)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.lr=5e-5 data.test.ro=data/ner/ro/test")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "analyze", help="measure tokenizer fertility, corpus-task overlap and model perplexity on task text",
+        description="Explain differences between models: subwords per word and [UNK] rate per corpus and task, "
+                    "vocabulary and n-gram coverage of each task's text by each pretraining corpus, and each "
+                    "model's masked-LM perplexity on each task's text; writes analysis.md, analysis.json, PNGs.",
+    )
+    p.add_argument("config", help="analysis config (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "grid", help="a grid of fine-tuning runs as one SLURM job array: submit, status, results, cancel",
+        description="Expand a grid spec (a base fine-tuning config crossed with axes and combinations, see "
+                    "medtrain/grid/spec.py and the packaged grid-demo) into runs named by a hash of their config. "
+                    "submit launches the runs that are neither complete nor queued, as one SLURM array (or on "
+                    "this machine with executor: local); status shows each run's state; cancel stops the jobs.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, func, text in [
+        ("submit", _cmd_grid_submit, "launch the missing runs (idempotent: complete and queued runs are skipped)"),
+        ("status", _cmd_grid_status, "one line per run: completed, running, pending, requeued, failed (why)"),
+        ("results", _cmd_grid_results, "the results table, plots and TensorBoard hparams of the grid's runs"),
+        ("cancel", _cmd_grid_cancel, "scancel the grid's pending and running jobs"),
+    ]:
+        a = actions.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
+        a.add_argument("grid", metavar="GRID", help="grid spec (YAML or packaged name, e.g. grid-demo)")
+        a.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="grid keys (grid_dir=runs/g executor=local) or base config keys (base.train.epochs=1)")
+        a.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "results", help="one table (markdown, CSV), plots and TensorBoard hparams from finished runs",
+        description="Gather every results.json under GRID_DIR (or one run folder) into a table of test scores, "
+                    "mean ± std over seeds per model, task and training -> evaluation language, showing only the "
+                    "parameters that differ; writes results.md, results.csv, plots/ and tensorboard/ there.",
+    )
+    p.add_argument("folder", metavar="GRID_DIR|RUN_DIR", help="a grid folder, any folder of runs, or one run folder")
+    p.set_defaults(func=_cmd_results)
 
     return parser
 
