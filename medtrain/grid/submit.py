@@ -1,0 +1,164 @@
+"""Launch a grid's missing runs: as ONE SLURM job array through submitit, or on this machine; cancel them.
+
+Idempotent: a run whose results.json exists is skipped, and so is one whose job is still pending, running or
+requeued (grid.status); everything else (never submitted, failed, cancelled) is launched. Running `submit`
+again after failures therefore launches exactly the runs that are missing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from medtrain.errors import UserError
+from medtrain.grid.records import load_jobs, new_record, save_jobs, submit_lock
+from medtrain.grid.spec import Grid, Run
+from medtrain.grid.status import (COMPLETED, LIVE, LOG_FOLDER, RunStatus, find_job, grid_status, query_squeue,
+                                  slurm_state, traceback_reason)
+from medtrain.grid.task import FinetuneTask
+
+JOB_NAME = "medtrain-grid"
+LOCAL_LOGS = "local"
+
+Print = Callable[[str], None]
+
+
+def runs_to_launch(statuses: list[RunStatus]) -> list[Run]:
+    """Not complete and without a live job."""
+    return [s.run for s in statuses if s.state != COMPLETED and s.state not in LIVE]
+
+
+def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
+    """Launch the runs that are missing; returns them. SLURM: returns once the array is queued; local:
+    once every run has ended."""
+    with submit_lock(grid.grid_dir):
+        statuses = grid_status(grid)
+        todo = runs_to_launch(statuses)
+        complete = sum(s.state == COMPLETED for s in statuses)
+        live = sum(s.state in LIVE for s in statuses)
+        collapsed = f" ({grid.duplicates} duplicate combinations collapsed)" if grid.duplicates else ""
+        say(f"{len(grid.runs)} runs{collapsed}: {complete} complete, {live} pending or running, "
+            f"{len(todo)} to launch")
+        if not todo:
+            return []
+        if grid.spec.executor == "slurm":
+            _submit_array(grid, todo, say)
+        else:
+            _run_locally(grid, todo, say)
+        return todo
+
+
+# ----------------------------------------------------------------------------- SLURM
+
+
+def _slurm_parameters(grid: Grid) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for every array task."""
+    res = grid.spec.slurm
+    extra = dict(res.extra)
+    # SLURM 22.05+: srun no longer passes the job's --cpus-per-task on to the step.
+    setup = [f"export SRUN_CPUS_PER_TASK={res.cpus_per_task}", *extra.pop("setup", [])]
+    parameters = {
+        "name": JOB_NAME, "timeout_min": res.time_min, "cpus_per_task": res.cpus_per_task, "mem_gb": res.mem_gb,
+        "slurm_partition": res.partition, "slurm_gpus_per_task": res.gpus_per_task or None,
+        "slurm_account": res.account, "slurm_qos": res.qos, "slurm_constraint": res.constraint,
+        "slurm_signal_delay_s": res.signal_delay_s, "slurm_array_parallelism": grid.spec.array_parallelism,
+        "slurm_setup": setup, **{f"slurm_{name}": value for name, value in extra.items()},
+    }
+    return {k: v for k, v in parameters.items() if v is not None}
+
+
+def _submit_array(grid: Grid, runs: list[Run], say: Print) -> None:
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    log_folder = grid.grid_dir / LOG_FOLDER
+    try:
+        executor = submitit.AutoExecutor(folder=log_folder, cluster="slurm",
+                                         slurm_max_num_timeout=grid.spec.slurm.max_timeouts)
+    except RuntimeError as exc:  # submitit: 'Could not detect "srun"'
+        raise UserError(f"cannot submit to SLURM from this machine ({exc}): run on a login node, or set "
+                        "executor: local") from None
+    executor.update_parameters(**_slurm_parameters(grid))
+    tasks = [FinetuneTask(run.config, grid.spec.slurm.cpus_per_task) for run in runs]
+    try:
+        jobs = executor.submit_array(tasks)
+    except (FailedJobError, FailedSubmissionError) as exc:
+        raise UserError(f"sbatch refused the array: {traceback_reason(str(exc))}") from None
+    records = load_jobs(grid.grid_dir)
+    for run, job in zip(runs, jobs):
+        records[run.signature] = new_record(records.get(run.signature), executor="slurm", job_id=job.job_id)
+    save_jobs(grid.grid_dir, records)
+    array = jobs[0].job_id.split("_")[0]
+    if len(jobs) > 1:
+        say(f"submitted SLURM array {array}: {len(jobs)} runs, at most {grid.spec.array_parallelism} at a time; "
+            f"logs: {log_folder}/{array}_<index>_0_log.out|err")
+    else:  # submitit sends a single task as a plain job
+        say(f"submitted SLURM job {array}: 1 run; logs: {log_folder}/{array}_0_log.out|err")
+    say(f"watch with: medtrain grid status {grid.source}")
+
+
+def cancel_grid(grid: Grid) -> list[str]:
+    """scancel the grid's live SLURM jobs (every submission's, including runs no longer in the spec)."""
+    records = load_jobs(grid.grid_dir)
+    ids = [r["job_id"] for r in records.values() if r.get("executor") == "slurm"]
+    jobs = query_squeue(ids)
+    live = [job_id for job_id in ids if (job := find_job(jobs, job_id)) and slurm_state(job) is not None]
+    if live:
+        out = subprocess.run(["scancel", *live], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise UserError(f"scancel failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
+    return live
+
+
+# ----------------------------------------------------------------------------- local
+
+
+def _run_locally(grid: Grid, runs: list[Run], say: Print) -> None:
+    """`local_parallelism` runs at a time in fresh processes; each run's output in GRID_DIR/local/<sig>.log."""
+    records = load_jobs(grid.grid_dir)
+    for run in runs:
+        records[run.signature] = new_record(records.get(run.signature), executor="local", pid=os.getpid())
+    save_jobs(grid.grid_dir, records)
+    workers = min(grid.spec.local_parallelism, len(runs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    logs = grid.grid_dir / LOCAL_LOGS
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"running {len(runs)} runs here, {workers} at a time ({threads} threads each); logs in {logs}")
+    # spawn: a fresh interpreter per worker, not a fork of this one's state.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_local_worker, FinetuneTask(run.config, threads), logs / f"{run.signature}.log"): run
+                   for run in runs}
+        for done, future in enumerate(as_completed(futures), 1):
+            run = futures[future]
+            error = future.exception()
+            reason = future.result() if error is None else f"worker process died ({error.__class__.__name__})"
+            if reason:
+                records[run.signature]["reason"] = reason
+                save_jobs(grid.grid_dir, records)
+            say(f"[{done}/{len(runs)}] {run.signature}: {'failed: ' + reason if reason else 'completed'}")
+
+
+def _local_worker(task: FinetuneTask, log: Path) -> str | None:
+    """Runs in a pool process: the run's stdout and stderr (file descriptors, so libraries' too) go to its
+    log; returns None, or why it failed in one line."""
+    with open(log, "a") as f:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        task()
+    except Exception:  # any failure of one run is reported, and the others go on
+        traceback.print_exc()
+        return traceback_reason(traceback.format_exc())
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return None

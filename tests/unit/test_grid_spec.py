@@ -1,0 +1,296 @@
+"""Grid specs: expansion, signatures, validation that names the fix, and what a (re)submission launches.
+
+No SLURM here: job states are fabricated (squeue's output, jobs.json records, submitit's result pickles)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from medtrain.config import build_config
+from medtrain.errors import UserError
+from medtrain.finetune import FinetuneConfig
+from medtrain.grid.records import load_jobs, new_record, save_jobs
+from medtrain.grid.spec import Run, canonical, expand, load_grid, signature
+from medtrain.grid.status import (COMPLETED, FAILED, NOT_SUBMITTED, PENDING, REQUEUED, RUNNING, SlurmJob,
+                                  find_job, format_status, parse_squeue, run_status)
+from medtrain.grid.submit import runs_to_launch, submit_grid
+
+BASE = {
+    "task": "ner", "model": "models/mbert",
+    "data": {"format": "brat", "train": "data/ner/es/train", "dev": "data/ner/es/dev",
+             "test": {"es": "data/ner/es/test", "ro": "data/ner/ro/test"}},
+    "train": {"epochs": 2, "lr": 3.0e-5},
+}
+
+
+def write_grid(folder: Path, body: dict[str, Any], name: str = "grid.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    return path
+
+
+def grid_body(folder: Path, **extra: Any) -> dict[str, Any]:
+    return {"grid_dir": str(folder / "grid"), "base": BASE, **extra}
+
+
+def finetune_config(data: dict[str, Any]) -> FinetuneConfig:
+    return build_config(FinetuneConfig, {"output_dir": "out", **data})
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def test_axes_make_a_product_crossed_with_each_combination() -> None:
+    axes = {"model": ["a", "b"], "train.lr": [1e-5, 2e-5, 3e-5]}
+    combos = [{"task": "ner"}, {"task": "screening", "train.epochs": 5}]
+    runs = list(expand({"train": {"seed": 0}}, axes, combos))
+    assert len(runs) == 2 * 2 * 3
+    params, data = runs[-1]
+    assert params == {"task": "screening", "train.epochs": 5, "model": "b", "train.lr": 3e-5}
+    assert data == {"train": {"seed": 0, "epochs": 5, "lr": 3e-5}, "task": "screening", "model": "b"}
+    assert [p["model"] for p, _ in runs[:6]] == ["a", "a", "a", "b", "b", "b"]  # spec order, last axis fastest
+
+
+def test_no_axes_no_combos_is_the_base_alone() -> None:
+    assert list(expand({"task": "ner"}, {}, [])) == [({}, {"task": "ner"})]
+
+
+def test_grid_runs_get_folders_named_by_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1, 2]})))
+    assert len(grid.runs) == 3 and grid.duplicates == 0
+    for run in grid.runs:
+        assert run.run_dir == tmp_path / "grid" / "runs" / run.signature
+        assert run.config["cache_dir"] == str(tmp_path / "grid" / "cache")  # one tokenization for all runs
+        assert run.config["model"] == str(tmp_path / "models" / "mbert")  # relative to the current directory
+        assert run.config["progress"] is False
+        cfg = build_config(FinetuneConfig, run.config)  # what the job rebuilds
+        assert signature(cfg) == run.signature
+    assert [r.params for r in grid.runs] == [{"train.seed": s} for s in (0, 1, 2)]
+
+
+# ----------------------------------------------------------------------------- signatures
+
+
+def test_signature_is_stable_across_key_order_and_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    a = finetune_config(BASE)
+    reordered = {"train": {"lr": "3e-5", "epochs": 2}, "model": str(tmp_path / "models" / "mbert"),
+                 "data": {"test": {"ro": "data/ner/ro/test", "es": "data/ner/es/test"}, "format": "brat",
+                          "dev": {"es": "data/ner/es/dev"}, "train": "data/ner/es/train"},
+                 "task": "ner"}
+    b = finetune_config(reordered)
+    assert signature(a) == signature(b)
+    assert signature(a) == signature(canonical(a))  # idempotent
+    assert len(signature(a)) == 10
+    # Where the run writes, its feature cache and its progress bar do not change what it computes.
+    assert signature(a) == signature(finetune_config({**BASE, "cache_dir": "elsewhere", "progress": False}))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("train.lr", 5e-5), ("train.seed", 1), ("train.batch_size", 32), ("train.epochs", 3), ("model", "models/other"),
+    ("data.test", {"es": "data/ner/es/test"}), ("data.train", "data/ner/nl/train"), ("eval.bootstrap", 10),
+    ("data.format", "conll"), ("train.max_length", 64),
+])
+def test_signature_differs_when_any_value_differs(key: str, value: Any) -> None:
+    from medtrain.config import apply_override
+
+    changed = json.loads(json.dumps(BASE))
+    apply_override(changed, key.split("."), value)
+    assert signature(finetune_config(changed)) != signature(finetune_config(BASE))
+
+
+def test_identical_runs_collapse(tmp_path: Path) -> None:
+    body = grid_body(tmp_path, axes={"train.lr": [3e-5, 3.0e-5, "3e-5"], "train.seed": [0, 1]},
+                     combos=[{}, {"data.dev": {"es": "data/ner/es/dev"}}, {"train.epochs": 2}])
+    grid = load_grid(write_grid(tmp_path, body))
+    assert len(grid.runs) == 2 and grid.duplicates == 3 * 3 * 2 - 2
+    assert len({r.signature for r in grid.runs}) == 2
+
+
+# ----------------------------------------------------------------------------- loading and validation
+
+
+def test_base_file_beside_the_grid_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "ner.yaml").write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    path = write_grid(tmp_path / "specs", {"grid_dir": str(tmp_path / "g"), "base": "ner.yaml",
+                                           "axes": {"train.seed": [0, 1]}})
+    grid = load_grid(path, ["base.train.epochs=7", "executor=local", "local_parallelism=2",
+                            f"grid_dir={tmp_path / 'h'}"])
+    assert grid.spec.executor == "local" and grid.spec.local_parallelism == 2
+    assert grid.grid_dir == tmp_path / "h"
+    assert {r.config["train"]["epochs"] for r in grid.runs} == {7}
+
+
+def test_packaged_demo_grid_expands() -> None:
+    grid = load_grid("grid-demo")
+    assert len(grid.runs) == 6 and grid.spec.executor == "slurm"
+    assert {tuple(r.config["data"]["train"]) for r in grid.runs} == {("es",), ("nl",), ("ro",)}
+    assert {tuple(r.config["data"]["test"]) for r in grid.runs} == {("es", "nl", "ro")}
+
+
+@pytest.mark.parametrize("body, message, line", [
+    ({"axes": {"train.lrr": [1e-5]}}, "axes.train.lrr: train.lrr: unknown key; did you mean lr?", 3),
+    ({"combos": [{"train": {"sed": 1}}]}, "combos.0.train: train.sed: unknown key; did you mean seed?", 3),
+    ({"axes": {"train.lr": ["fast"]}}, "axes.train.lr: train.lr: expected a number, got the string 'fast'", 3),
+    ({"axes": {"train.seed": []}}, "axes.train.seed: needs at least one value", 3),
+    ({"axes": {"train.seed": [0]}, "combos": [{"train.seed": 1}]}, "combos.0.train.seed: also an axis", 5),
+    ({"axes": {"output_dir": ["x"]}}, "axes.output_dir: set by the grid", 3),
+    ({"slurm": {"partion": "gpu"}}, "slurm.partion: unknown key; did you mean partition? valid keys: account, "
+                                    "constraint, cpus_per_task, extra, gpus_per_task", 2),
+    ({"slurm": {"extra": {"exlude": "node7"}}}, "slurm.extra.exlude: unknown SLURM parameter; did you mean "
+                                                "exclude or exclusive? valid names: additional_parameters", 3),
+    ({"slurm": {"extra": {"partition": "gpu"}}}, "slurm.extra.partition: set by the grid spec itself", 3),
+    ({"executor": "cloud"}, "executor: must be one of 'slurm', 'local'", 2),
+    ({"axes": {"task": ["screening"]}}, "data.format brat does not fit task screening", None),
+])
+def test_bad_grid_is_one_error_naming_the_place(tmp_path: Path, body: dict[str, Any], message: str,
+                                                line: int | None) -> None:
+    path = write_grid(tmp_path, {"grid_dir": "g", **body, "base": BASE})
+    with pytest.raises(UserError) as raised:
+        load_grid(path)
+    error = raised.value
+    assert message in error.message
+    assert error.path == str(path)
+    if line is not None:
+        assert error.line == line, error.format()
+
+
+def test_error_in_a_base_file_points_at_the_base_file(tmp_path: Path) -> None:
+    (tmp_path / "ner.yaml").write_text(yaml.safe_dump({**BASE, "train": {"lr": 3e-5, "epoch": 2}}), encoding="utf-8")
+    path = write_grid(tmp_path, {"grid_dir": "g", "base": "ner.yaml"})
+    with pytest.raises(UserError, match="did you mean epochs") as raised:
+        load_grid(path)
+    assert raised.value.path == str(tmp_path / "ner.yaml") and raised.value.line is not None
+
+
+def test_error_in_an_inline_base_points_at_its_line_in_the_grid(tmp_path: Path) -> None:
+    path = write_grid(tmp_path, {"grid_dir": "g", "base": {**BASE, "train": {"epoch": 2}}})
+    with pytest.raises(UserError, match="base: train.epoch: unknown key; did you mean epochs") as raised:
+        load_grid(path)
+    assert raised.value.path == str(path)
+    assert path.read_text().splitlines()[raised.value.line - 1].strip().startswith("train:")
+
+
+def test_bad_grid_on_the_command_line_exits_2_and_submits_nothing(tmp_path: Path) -> None:
+    path = write_grid(tmp_path, {"grid_dir": str(tmp_path / "g"), "axes": {"train.lrr": [1e-5]}, "base": BASE})
+    for command in ([sys.executable, "-m", "medtrain.cli", "grid", "submit", str(path)],
+                    [sys.executable, str(Path(__file__).parents[2] / "launchers" / "finetune_grid.py"), str(path)]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {path}:3: axes.train.lrr")
+    assert not (tmp_path / "g").exists()
+
+
+# ----------------------------------------------------------------------------- states and what to launch
+
+
+def make_run(tmp_path: Path, name: str, complete: bool = False) -> Run:
+    run = Run(name, {"train.seed": 0}, {"output_dir": str(tmp_path / "runs" / name)})
+    if complete:
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "results.json").write_text("{}")
+    return run
+
+
+def write_result_pickle(log_folder: Path, job_id: str, outcome: tuple[str, Any]) -> None:
+    log_folder.mkdir(parents=True, exist_ok=True)
+    with open(log_folder / f"{job_id}_0_result.pkl", "wb") as f:
+        pickle.dump(outcome, f)
+
+
+def test_squeue_output_parses_array_tasks() -> None:
+    text = ("12_0        RUNNING     0   None\n12_3        PENDING     1   BeginTime\n"
+            "12_4        PENDING     0   ReqNodeNotAvail, UnavailableNodes:n1\n"
+            "13_[1-2,5%2]  PENDING   0   JobArrayTaskLimit\n14          CANCELLED   0   JobHeldUser\n")
+    jobs = parse_squeue(text)
+    assert jobs["12_0"] == SlurmJob("RUNNING", 0, "None")
+    assert jobs["12_3"].restarts == 1 and jobs["12_4"].reason == "ReqNodeNotAvail, UnavailableNodes:n1"
+    assert {k for k in jobs if k.startswith("13_")} == {"13_1", "13_2", "13_5"}
+    # Tasks cancelled before they were split off their array show up as the bare array id.
+    assert find_job(jobs, "14_1") == SlurmJob("CANCELLED", 0, "JobHeldUser")
+    assert find_job(jobs, "12_0").state == "RUNNING" and find_job(jobs, "15_0") is None
+
+
+def test_run_states_without_accounting(tmp_path: Path) -> None:
+    logs = tmp_path / "slurm"
+    record = {"executor": "slurm", "job_id": "7_1"}
+    done = make_run(tmp_path, "done", complete=True)
+    run = make_run(tmp_path, "r")
+    # results.json wins over whatever squeue still shows
+    assert run_status(done, record, {"7_1": SlurmJob("RUNNING", 0, "None")}, logs).state == COMPLETED
+    assert run_status(run, None, {}, logs).state == NOT_SUBMITTED
+    assert run_status(run, record, {"7_1": SlurmJob("PENDING", 0, "JobArrayTaskLimit")}, logs).detail == \
+        "JobArrayTaskLimit"
+    assert run_status(run, record, {"7_1": SlurmJob("RUNNING", 0, "None")}, logs).state == RUNNING
+    requeued = run_status(run, record, {"7_1": SlurmJob("PENDING", 2, "BeginTime")}, logs)
+    assert (requeued.state, requeued.detail) == (REQUEUED, "restarted 2x; BeginTime")
+    assert run_status(run, record, {"7_1": SlurmJob("REQUEUE_HOLD", 1, "None")}, logs).state == REQUEUED
+    # Ended: the reason from the job's log, from squeue's last word, or from submitit's pickled traceback.
+    assert run_status(run, record, {}, logs).detail.startswith("ended without results.json")
+    assert run_status(run, record, {"7_1": SlurmJob("FAILED", 0, "NonZeroExitCode")}, logs).detail == \
+        "SLURM state FAILED (NonZeroExitCode)"
+    logs.mkdir()
+    (logs / "7_1_0_log.err").write_text("srun: ...\nslurmstepd: error: *** JOB 9 ON node1 CANCELLED AT "
+                                        "2026-01-01T10:00:00 DUE TO TIME LIMIT ***\n")
+    assert run_status(run, record, {}, logs).detail == "CANCELLED AT 2026-01-01T10:00:00 DUE TO TIME LIMIT"
+    write_result_pickle(logs, "7_1", ("error", "Traceback (most recent call last):\n  ...\n"
+                                               "medtrain.errors.UserError: /d/x: data.dev.es: folder not found\n"))
+    failed = run_status(run, record, {"7_1": SlurmJob("FAILED", 0, "NonZeroExitCode")}, logs)
+    assert (failed.state, failed.detail) == (FAILED, "UserError: /d/x: data.dev.es: folder not found")
+
+
+def test_local_run_states(tmp_path: Path) -> None:
+    import os
+
+    run = make_run(tmp_path, "r")
+    alive = {"executor": "local", "pid": os.getpid()}
+    assert run_status(run, alive, {}, tmp_path).state == PENDING
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.yaml").write_text("{}")
+    assert run_status(run, alive, {}, tmp_path).state == RUNNING
+    assert run_status(run, {**alive, "reason": "UserError: x"}, {}, tmp_path).detail == "UserError: x"
+    gone = run_status(run, {"executor": "local", "pid": 2 ** 22 + 1}, {}, tmp_path)
+    assert gone.state == FAILED and "ended before the run finished" in gone.detail
+
+
+def test_only_missing_runs_are_launched(tmp_path: Path) -> None:
+    from medtrain.grid.status import RunStatus
+
+    runs = [make_run(tmp_path, name) for name in ("a", "b", "c", "d", "e", "f")]
+    states = [COMPLETED, PENDING, RUNNING, REQUEUED, FAILED, NOT_SUBMITTED]
+    statuses = [RunStatus(run, state, None, "") for run, state in zip(runs, states)]
+    assert [r.signature for r in runs_to_launch(statuses)] == ["e", "f"]
+    table = format_status(statuses)
+    assert table.splitlines()[-1] == "6 runs: 1 completed, 1 running, 1 pending, 1 requeued, 1 failed, " \
+                                     "1 not submitted"
+
+
+def test_submitting_a_complete_grid_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]})))
+    save_jobs(grid.grid_dir, {r.signature: new_record(None, executor="slurm", job_id=f"5_{i}")
+                              for i, r in enumerate(grid.runs)})
+    for run in grid.runs:
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "results.json").write_text("{}")
+    before = (grid.grid_dir / "jobs.json").read_text()
+    assert submit_grid(grid) == []  # no squeue call, no sbatch: every run is complete
+    assert "2 complete, 0 pending or running, 0 to launch" in capsys.readouterr().out
+    assert (grid.grid_dir / "jobs.json").read_text() == before
+
+
+def test_a_resubmitted_run_keeps_its_earlier_job_ids(tmp_path: Path) -> None:
+    first = new_record(None, executor="slurm", job_id="5_0")
+    second = new_record(first, executor="slurm", job_id="9_2")
+    assert second["job_id"] == "9_2" and second["earlier"] == ["5_0"]
+    save_jobs(tmp_path, {"abc": second})
+    assert load_jobs(tmp_path) == {"abc": second}

@@ -1,0 +1,173 @@
+"""`medtrain results`: fabricated run folders (config.yaml + results.json, as finetune writes them) -> table
+aggregation (mean ± std over seeds), differing columns only, best marked, CSV/markdown, plots, TensorBoard hparams."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from medtrain.cli import run as cli
+from medtrain.errors import UserError
+from medtrain.grid.results import build_table, differing_columns, find_run_dirs, load_run, short_names, to_csv, \
+    to_markdown, write_results
+
+
+def fake_run(folder: Path, *, model: str = "/m/mbert", seed: int = 0, lr: float = 3e-5, train: str = "es",
+             f1: dict[str, float] | None = None, test_root: str = "/data/ner", task: str = "ner") -> Path:
+    """A run folder as finetune leaves it, with only the fields the table reads."""
+    f1 = f1 or {"es": 0.8, "ro": 0.5}
+    config = {"output_dir": str(folder), "task": task, "model": model,
+              "data": {"format": "brat", "train": {train: f"/data/ner/{train}/train"},
+                       "dev": {train: f"/data/ner/{train}/dev"},
+                       "test": {lang: f"{test_root}/{lang}/test" for lang in f1}},
+              "train": {"epochs": 2, "lr": lr, "batch_size": 16, "seed": seed},
+              "screening": {"stride": 128}, "eval": {"bootstrap": 100}, "cache_dir": f"/cache/{seed}",
+              "save_model": False, "progress": False}
+    results = {"task": task, "model": model, "seed": seed, "train_languages": [train], "dev_languages": [train],
+               "eval_languages": list(f1), "dev": {"f1": 0.7},
+               "test": {lang: {"f1": {"value": v, "lo": v - 0.1, "hi": v + 0.1},
+                               "precision": {"value": v + 0.05}, "recall": {"value": v - 0.05}}
+                        for lang, v in f1.items()}}
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def grid_dir(tmp_path: Path) -> Path:
+    """Two models x two learning rates x three seeds, trained on es, tested on es and ro."""
+    root = tmp_path / "grid"
+    k = 0
+    for model, base in (("/models/mbert/export", 0.6), ("/runs/mbert-med/export", 0.7)):
+        for lr, bonus in ((3e-5, 0.0), (5e-5, 0.05)):
+            for seed in (0, 1, 2):
+                fake_run(root / "runs" / f"r{k:02d}", model=model, seed=seed, lr=lr,
+                         f1={"es": base + bonus + 0.01 * seed, "ro": base + bonus - 0.2 + 0.02 * seed})
+                k += 1
+    (root / "runs" / "unfinished").mkdir()  # no results.json: not in the table
+    return root
+
+
+def rows_by(table: Any) -> dict[tuple[Any, ...], Any]:
+    return {(r.model, r.eval, *r.settings): r for r in table.rows}
+
+
+def test_mean_and_std_over_seeds_with_only_differing_columns(grid_dir: Path) -> None:
+    runs = [load_run(d) for d in find_run_dirs(grid_dir)]
+    assert len(runs) == 12
+    table = build_table(runs)
+    assert table.columns == ["train.lr"]  # seeds are averaged; cache_dir, output_dir and paths are bookkeeping
+    assert table.models == {"/models/mbert/export": "mbert/export", "/runs/mbert-med/export": "mbert-med/export"}
+    assert len(table.rows) == 2 * 2 * 2
+    row = rows_by(table)[("mbert-med/export", "ro", 5e-5)]
+    values = [0.7 + 0.05 - 0.2 + 0.02 * s for s in (0, 1, 2)]
+    assert row.stats["f1"][0] == pytest.approx(statistics.fmean(values))
+    assert row.stats["f1"][1] == pytest.approx(statistics.stdev(values))
+    assert row.stats["precision"][0] == pytest.approx(statistics.fmean(values) + 0.05)
+    assert [r.seed for r in row.runs] == [0, 1, 2]
+
+
+def test_best_model_marked_per_task_and_language_pair(grid_dir: Path) -> None:
+    table = build_table([load_run(d) for d in find_run_dirs(grid_dir)])
+    best = {(r.model, r.eval, *r.settings) for r in table.rows if r.best}
+    assert best == {("mbert-med/export", "es", 5e-5), ("mbert-med/export", "ro", 5e-5)}
+    markdown = to_markdown(table)
+    header, rule, *lines = markdown.splitlines()
+    assert header == "| model | task | train → eval | train.lr | runs | F1 | precision | recall |"
+    winner = next(line for line in lines if "mbert-med/export | ner | es → es | 5e-05" in line)
+    assert "**0.760 ± 0.010**" in winner and "| 3 |" in winner
+    assert sum(line.count("**") for line in lines if line.startswith("|")) == 4
+
+
+def test_csv_has_one_row_per_group_with_numbers(grid_dir: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_table([load_run(d) for d in find_run_dirs(grid_dir)])))))
+    assert len(rows) == 8
+    row = next(r for r in rows if r["model"] == "mbert/export" and r["eval"] == "es" and r["train.lr"] == "3e-05")
+    assert (row["train"], row["runs"], row["seeds"], row["best"]) == ("es", "3", "0 1 2", "false")
+    assert float(row["f1_mean"]) == pytest.approx(0.61) and float(row["f1_std"]) == pytest.approx(0.01)
+
+
+def test_ties_mark_no_best_and_one_seed_has_no_std(tmp_path: Path) -> None:
+    for k, model in enumerate(("/m/a", "/m/b")):
+        fake_run(tmp_path / f"r{k}", model=model, f1={"es": 0.5})
+    table = build_table([load_run(d) for d in find_run_dirs(tmp_path)])
+    assert not any(r.best for r in table.rows) and table.columns == []
+    assert table.rows[0].stats["f1"] == (0.5, None)
+    assert "| a | ner | es → es | 1 | 0.500 | 0.550 | 0.450 |" in to_markdown(table)
+
+
+def test_data_paths_show_only_where_they_would_be_averaged_as_seeds(tmp_path: Path) -> None:
+    fake_run(tmp_path / "v1", test_root="/data/v1")
+    fake_run(tmp_path / "v2", test_root="/data/v2")
+    runs = [load_run(d) for d in find_run_dirs(tmp_path)]
+    assert differing_columns(runs) == ["data.test.es", "data.test.ro"]
+    fake_run(tmp_path / "other-train", train="nl", seed=1)  # different languages: no path column needed for it
+    assert len(build_table([load_run(d) for d in find_run_dirs(tmp_path)]).rows) == 2 * 2 + 2
+
+
+def test_dev_languages_show_only_where_they_do_not_follow_training(tmp_path: Path) -> None:
+    fake_run(tmp_path / "es", train="es")
+    fake_run(tmp_path / "nl", train="nl")
+    assert differing_columns([load_run(d) for d in find_run_dirs(tmp_path)]) == []
+    other_dev = fake_run(tmp_path / "es-dev-ro", train="es", seed=1)
+    results = json.loads((other_dev / "results.json").read_text())
+    (other_dev / "results.json").write_text(json.dumps({**results, "dev_languages": ["ro"]}))
+    assert differing_columns([load_run(d) for d in find_run_dirs(tmp_path)]) == ["dev"]
+
+
+def test_short_model_names() -> None:
+    assert short_names(["/a/x/export", "/a/y/export"]) == {"/a/x/export": "x/export", "/a/y/export": "y/export"}
+    assert short_names(["/models/mbert"]) == {"/models/mbert": "mbert"}
+
+
+def test_results_command_writes_tables_plots_and_hparams(grid_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    assert cli(["results", str(grid_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| model | task | train → eval | train.lr |" in out and "12 finished runs" in out
+    assert (grid_dir / "results.md").read_text(encoding="utf-8") in out
+    assert (grid_dir / "results.csv").read_text(encoding="utf-8").startswith("model,task,train,eval,train.lr,")
+    for name in ("heatmap-ner.png", "bars-ner.png"):
+        assert (grid_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tensorboard = grid_dir / "tensorboard"
+    root = EventAccumulator(str(tensorboard))
+    root.Reload()
+    experiment = metadata.parse_experiment_plugin_data(root.PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG])
+    assert {h.name for h in experiment.hparam_infos} == {"model", "task", "train", "seed", "train.lr"}
+    assert {m.name.tag for m in experiment.metric_infos} == {"test/f1_es", "test/f1_ro", "dev/f1"}
+    sessions = sorted(p for p in tensorboard.iterdir() if p.is_dir())
+    assert [p.name for p in sessions] == [f"r{k:02d}" for k in range(12)]
+    events = EventAccumulator(str(sessions[-1]))
+    events.Reload()
+    start = metadata.parse_session_start_info_plugin_data(
+        events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["model"].string_value == "mbert-med/export" and start.hparams["seed"].number_value == 2
+    assert start.hparams["train.lr"].number_value == pytest.approx(5e-5)
+    assert events.Scalars("test/f1_es")[0].value == pytest.approx(0.77)
+    # Run again: the summaries are replaced, not appended to.
+    assert cli(["results", str(grid_dir)]) == 0
+    assert sorted(p.name for p in tensorboard.iterdir() if p.is_dir()) == [p.name for p in sessions]
+
+
+def test_results_of_a_single_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = fake_run(tmp_path / "run")
+    assert cli(["results", str(run_dir)]) == 0
+    assert "| mbert | ner | es → ro | 1 | 0.500 |" in capsys.readouterr().out
+    assert (run_dir / "results.csv").is_file() and (run_dir / "tensorboard" / "run").is_dir()
+
+
+def test_no_finished_runs_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UserError, match="no finished runs"):
+        write_results(tmp_path)
+    assert cli(["results", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
