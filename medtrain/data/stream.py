@@ -28,6 +28,7 @@ the number of batches it received, however far the workers prefetched.
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,7 @@ class StatefulLoader:
             # Its own generator: starting workers must not draw from the global RNG, or a resumed run's
             # dropout would be one draw off the uninterrupted run's.
             "generator": torch.Generator().manual_seed(0),
+            "worker_init_fn": _ignore_stop_signals,
             "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
             **({"prefetch_factor": prefetch_factor} if num_workers > 0 else {}),
         }
@@ -357,6 +359,13 @@ class StatefulLoader:
         """Resume at the saved batch; an iterator already running is closed, the next `iter()` starts there."""
         self._close()
         self.stream.load_state_dict(state)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """SLURM signals every process of a step; only the training process decides when to stop and save, so a
+    worker must survive SIGTERM/SIGUSR1/SIGUSR2 (PyTorch's own shutdown still ends it)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_train_loader(shard_dir: str | Path, micro_batch: int, rank: int = 0, world_size: int = 1, *,

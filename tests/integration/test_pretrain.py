@@ -190,3 +190,20 @@ def test_accumulation_checkpointing_token_limit_and_continuing_from_an_export(sa
     second_loss = [r["loss"] for r in history(second)]
     assert len(second_loss) == 2
     assert second_loss[0] < first_loss[0] - 0.05  # it starts from the trained weights, not from scratch
+
+
+def test_sigterm_to_the_whole_process_group_saves(sample_shards: Path, tmp_path: Path) -> None:
+    """SLURM signals every process of a step, DataLoader workers included; the run must still checkpoint."""
+    config = write_config(tmp_path, sample_shards, "zero2", 400, save_every=1000, eval_every=0)
+    out = tmp_path / "run"
+    proc = start([sys.executable, SCRIPT, str(config), f"output_dir={out}"])
+    deadline = time.monotonic() + 300
+    while not (out / "history.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    kill_group(proc, signal.SIGTERM)
+    output = proc.stdout.read()
+    proc.stdout.close()
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped by signal" in output
+    assert 0 < latest_step(out) < 400

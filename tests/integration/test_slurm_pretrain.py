@@ -1,0 +1,221 @@
+"""Pretraining as one SLURM job on the local cluster, through both front ends: launchers/pretrain.py (submitit)
+and slurm/pretrain.sbatch. Each runs 2 CPU ranks to the end; SIGUSR2 mid-run (what `--signal=USR2@N` sends
+before the time limit) makes every rank checkpoint, the job requeue itself and resume, with each step trained
+and logged exactly once; a cancelled job stays cancelled. Jobs are polled with scontrol (no sacct here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _launch import REPO, run
+
+from medtrain.errors import UserError
+from medtrain.grid.pretrain_job import run_finished, submit_pretrain
+
+pytestmark = pytest.mark.integration
+
+LAUNCHER = REPO / "launchers" / "pretrain.py"
+SBATCH = REPO / "slurm" / "pretrain.sbatch"
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "max_position_embeddings": 128}
+WAIT_S = 300  # per wait: start-up, training, and a requeue; a hang fails the test instead of blocking the suite
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE"}
+SIGUSR2 = 12
+REQUEUE_HOLD_S = 3
+
+
+def write_config(tmp_path: Path, shards: Path, max_steps: int, save_every: int, num_workers: int = 1) -> Path:
+    config = {
+        "output_dir": str(tmp_path / "unused"),
+        "data": {"shards": str(shards), "micro_batch_size": 4, "num_workers": num_workers},
+        "model": {"config": TINY},
+        "deepspeed": str(REPO / "ds_configs" / "zero2.json"),
+        "train": {"max_steps": max_steps, "lr": 1e-3, "warmup_steps": 3, "seed": 3, "save_every": save_every,
+                  "keep_last": 2, "eval_every": 0},
+        "progress": False,
+    }
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_steps(run_dir: Path) -> list[int]:
+    """Steps in history.jsonl; while the run writes, its last line may be incomplete, so it is left out."""
+    path = run_dir / "history.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
+    return [r["step"] for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def slurm(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """`scontrol show job`: JobState, Reason, Restarts, ... (kept for MinJobAge after the job ends)."""
+    return dict(re.findall(r"(\w+)=(\S*)", slurm("scontrol", "show", "job", "-o", job_id)))
+
+
+def wait_for(job_id: str, done: Callable[[dict[str, str]], bool], what: str) -> dict[str, str]:
+    """Poll until `done(job_info)`. SLURM holds a requeued job for its credential lifetime (120 s); the test
+    starts it after REQUEUE_HOLD_S instead (at once, slurmd would still refuse the revoked credential)."""
+    deadline = time.monotonic() + WAIT_S
+    held_since = None
+    while time.monotonic() < deadline:
+        info = job_info(job_id)
+        if done(info):
+            return info
+        held = info["JobState"] == "PENDING" and info.get("Reason") == "BeginTime"
+        held_since = (held_since or time.monotonic()) if held else None
+        if held and time.monotonic() - held_since >= REQUEUE_HOLD_S:
+            slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id}: did not {what} within {WAIT_S}s (state {info['JobState']}, reason {info['Reason']})")
+
+
+def wait_until_ended(job_id: str) -> dict[str, str]:
+    return wait_for(job_id, lambda info: info["JobState"] in ENDED, "end")
+
+
+def wait_for_steps(job_id: str, run_dir: Path, steps: int) -> None:
+    """Until the run has logged `steps` steps; fails at once if the job ends first."""
+    def trained(info: dict[str, str]) -> bool:
+        assert info["JobState"] not in ENDED, f"job {job_id} ended ({info['JobState']}) before step {steps}"
+        return len(train_steps(run_dir)) >= steps
+
+    wait_for(job_id, trained, f"reach step {steps}")
+
+
+def submit_with_launcher(config: Path, out: Path, partition: str) -> tuple[str, str]:
+    output = run([sys.executable, str(LAUNCHER), str(config), f"output_dir={out}", "--tasks-per-node", "2",
+                  "--cpus-per-task", "1", "--partition", partition, "--time", "10"])
+    match = re.search(r"submitted job (\d+)", output)
+    assert match, output
+    return match[1], output
+
+
+def submit_with_sbatch(config: Path, out: Path, partition: str, log: Path) -> str:
+    return run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
+                f"--partition={partition}", "--time=10", f"--output={log}", str(SBATCH), str(config),
+                f"output_dir={out}"]).strip()
+
+
+def stopped_at(log_text: str) -> int:
+    """The step rank 0 checkpointed at on the signal."""
+    match = re.search(rf"rank 0: stopped by signal {SIGUSR2} at step (\d+)", log_text)
+    assert match, f"no stop by SIGUSR2 in the log:\n{log_text[-3000:]}"
+    return int(match[1])
+
+
+def assert_finished_once(out: Path, max_steps: int) -> None:
+    assert train_steps(out) == list(range(1, max_steps + 1))
+    assert (out / "export" / "model.safetensors").is_file()
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[str]]:
+    """Job ids to cancel whatever happens, so no job outlives its test."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
+
+
+def test_launcher_runs_two_ranks_to_completion(slurm_cluster, sample_shards: Path, tmp_path: Path,
+                                               jobs: list[str]) -> None:
+    max_steps = 12
+    out = tmp_path / "run"
+    job_id, output = submit_with_launcher(write_config(tmp_path, sample_shards, max_steps, save_every=5), out,
+                                          slurm_cluster.partition)
+    jobs.append(job_id)
+    assert f"tensorboard --logdir {out}" in output and str(out / "slurm") in output
+    info = wait_until_ended(job_id)
+    log = out / "slurm" / f"{job_id}_0_log.err"
+    assert info["JobState"] == "COMPLETED", log.read_text()[-3000:]
+    assert_finished_once(out, max_steps)
+    assert info["NumTasks"] == "2" and (out / "slurm" / f"{job_id}_1_log.out").is_file()
+
+
+def test_launcher_job_checkpoints_on_the_time_limit_signal_requeues_and_resumes(
+        slurm_cluster, sample_shards: Path, tmp_path: Path, jobs: list[str]) -> None:
+    max_steps = 100
+    out = tmp_path / "run"
+    # No periodic checkpoint: the one the run resumes from can only be the one written on the signal.
+    job_id, _ = submit_with_launcher(write_config(tmp_path, sample_shards, max_steps, save_every=1000), out,
+                                     slurm_cluster.partition)
+    jobs.append(job_id)
+    wait_for_steps(job_id, out, 2)
+    slurm("scancel", "--signal=USR2", job_id)  # to every task, as SLURM does --signal-delay before the limit
+    info = wait_until_ended(job_id)
+    log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
+    assert info["JobState"] == "COMPLETED", log[-3000:]
+    assert info["Restarts"] == "1", log[-3000:]
+    step = stopped_at(log)
+    assert 2 <= step < max_steps
+    assert_finished_once(out, max_steps)
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == [f"step-{step:08d}",
+                                                                           f"step-{max_steps:08d}"]
+
+
+def test_sbatch_script_checkpoints_on_the_signal_requeues_and_finishes(
+        slurm_cluster, sample_shards: Path, tmp_path: Path, jobs: list[str]) -> None:
+    max_steps = 100
+    out, log = tmp_path / "run", tmp_path / "sbatch.out"
+    job_id = submit_with_sbatch(write_config(tmp_path, sample_shards, max_steps, save_every=1000), out,
+                                slurm_cluster.partition, log)
+    jobs.append(job_id)
+    wait_for_steps(job_id, out, 2)
+    slurm("scancel", "--signal=USR2", job_id)
+    info = wait_until_ended(job_id)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-3000:]
+    assert 2 <= stopped_at(text) < max_steps
+    assert "requeueing job" in text and f"finished; model in {out}/export" in text
+    assert text.count("medtrain: job ") == 2  # one start, one restart; --open-mode=append keeps both
+    assert_finished_once(out, max_steps)
+
+
+def test_cancelled_job_stops_and_is_not_requeued(slurm_cluster, sample_shards: Path, tmp_path: Path,
+                                                 jobs: list[str]) -> None:
+    """scancel's SIGTERM also makes the ranks save and return (when they manage it within KillWait); the job is
+    then no longer RUNNING, and `scontrol requeue` would resurrect it, so nothing may requeue it."""
+    out = tmp_path / "run"
+    # num_workers=0: scancel's SIGTERM reaches every process of the step, and PyTorch's DataLoader workers die
+    # of it, which would fail the ranks before they reach the check after train() that this test is about.
+    job_id, _ = submit_with_launcher(write_config(tmp_path, sample_shards, 1000, save_every=1000, num_workers=0),
+                                     out, slurm_cluster.partition)
+    jobs.append(job_id)
+    wait_for_steps(job_id, out, 2)
+    slurm("scancel", job_id)
+    assert wait_until_ended(job_id)["JobState"] == "CANCELLED"
+    time.sleep(3)  # a wrong `scontrol requeue` from the stopping ranks would bring it back as PENDING by now
+    info = job_info(job_id)
+    assert (info["JobState"], info["Restarts"]) == ("CANCELLED", "0")
+    assert not (out / "export").exists()
+
+
+def test_misspelt_slurm_parameter_lists_valid_names(slurm_cluster, sample_shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"exlude \(did you mean exclude.*valid names: account, .*nodelist"):
+        submit_pretrain(write_config(tmp_path, sample_shards, 10, save_every=5), slurm={"exlude": "node7"},
+                        partition=slurm_cluster.partition, folder=tmp_path / "logs")
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def test_a_stale_export_does_not_count_as_finished(tmp_path: Path) -> None:
+    """A run extended with more steps in the same output_dir must still be requeued when stopped."""
+    (tmp_path / "export").mkdir()
+    assert run_finished(tmp_path)  # exported, no checkpoint
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000010\n")
+    os.utime(tmp_path / "export", ns=(1, 1))
+    assert not run_finished(tmp_path)  # checkpointed since the export: stopped, not finished
