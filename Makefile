@@ -10,7 +10,7 @@ DEMO_DIR    ?= demo
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.medtrain-installed
 
-.PHONY: setup system-packages test unit integration demo clean-demo
+.PHONY: setup system-packages test unit integration demo clean-demo bench
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ demo: setup
 	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(VENV)/bin/deepspeed --num_gpus 2 medtrain/pretrain.py demo-pretrain \
 		data.shards=$(DEMO_DIR)/data/shards output_dir=$(DEMO_DIR)/runs/pretrain
 	@echo "demo: exported model in $(DEMO_DIR)/runs/pretrain/export; watch with: tensorboard --logdir $(DEMO_DIR)/runs"
+
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/run.py benchmarks/matrices/cpu-small.yaml --report
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
