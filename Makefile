@@ -6,7 +6,8 @@ VENV        ?= .venv
 # The pinned CPU wheel by default. On a GPU cluster pick your CUDA build, e.g.
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC  ?= torch==2.13.0
-DEMO_DIR    ?= demo
+# the packaged grid-demo recipe reads demo/, so the demo folder is fixed
+DEMO_DIR    := demo
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.medtrain-installed
 
@@ -37,9 +38,12 @@ integration: setup
 demo: setup
 	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data
 	$(VENV)/bin/medtrain prepare $(DEMO_DIR)/data/prepare.yaml
-	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} $(VENV)/bin/deepspeed --num_gpus 2 medtrain/pretrain.py demo-pretrain \
+	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/deepspeed --num_gpus 2 medtrain/pretrain.py demo-pretrain \
 		data.shards=$(DEMO_DIR)/data/shards output_dir=$(DEMO_DIR)/runs/pretrain
-	@echo "demo: exported model in $(DEMO_DIR)/runs/pretrain/export; watch with: tensorboard --logdir $(DEMO_DIR)/runs"
+	$(VENV)/bin/medtrain grid submit grid-demo executor=local
+	$(VENV)/bin/medtrain results $(DEMO_DIR)/runs/grid
+	@echo "demo: pretrained model in $(DEMO_DIR)/runs/pretrain/export, results in $(DEMO_DIR)/runs/grid/results.md"
+	@echo "watch it with: tensorboard --logdir $(DEMO_DIR)/runs"
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
