@@ -177,7 +177,10 @@ def run_status(run: Run, record: dict[str, Any] | None, jobs: dict[str, SlurmJob
         if state != RUNNING and job.reason not in ("", "None"):
             notes.append(job.reason)  # why it waits: JobArrayTaskLimit, Resources, BeginTime, ...
         return RunStatus(run, state, job_id, "; ".join(notes))
-    return RunStatus(run, FAILED, job_id, failure_reason(log_folder, job_id, job))
+    reason = failure_reason(log_folder, job_id, job)
+    if reason.endswith("DUE TO JOB REQUEUE"):  # between its requeue and reappearing as PENDING in squeue
+        return RunStatus(run, REQUEUED, job_id, "being requeued")
+    return RunStatus(run, FAILED, job_id, reason)
 
 
 def _local_status(run: Run, record: dict[str, Any]) -> RunStatus:

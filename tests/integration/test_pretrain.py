@@ -133,7 +133,7 @@ def test_mpirun_stop_signal_checkpoints_and_resume_finishes(mpirun: list[str], s
 def test_srun_two_ranks(slurm_cluster, sample_shards: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, sample_shards, "zero3", 6, precision="bf16")
     out = tmp_path / "run"
-    run(["srun", "--ntasks", str(WORLD), "--partition", slurm_cluster.partition, "--time", "10",
+    run(["srun", "--ntasks", str(WORLD), "--partition", slurm_cluster.partition, "--time", "30",
          "--kill-on-bad-exit=1", sys.executable, SCRIPT, str(config), f"output_dir={out}"])
     records = history(out)
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 7))
