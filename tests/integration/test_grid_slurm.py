@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
 SCALE = 0.3
-WAIT_S = 240  # per wait: a hang fails the test instead of blocking the suite
+WAIT_S = 480  # per wait: a hang fails the test instead of blocking the suite
 MISSING_DEV = "/nonexistent/ner/es/dev"
 
 
