@@ -101,3 +101,16 @@ def replace_dir_atomic(path: str | os.PathLike[str], fill: Callable[[Path], None
     shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(path.parent)
     return path
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this id exists on this host (a lock's or a worker's owner)."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

@@ -43,6 +43,7 @@ from medtrain.data.corpus import CorpusConfig, CorpusReader, Document
 from medtrain.data.shards import (FORMAT_VERSION, MANIFEST, CorpusInfo, Manifest, ShardInfo, dtype_for_vocab,
                                   read_manifest, write_manifest, write_shard)
 from medtrain.errors import UserError
+from medtrain.io import pid_alive
 
 SEQ_LEN_RANGE = (8, 65536)
 _OWN_ENTRIES = {MANIFEST, "config.yaml", "train", "validation"}  # what a finished output_dir holds
@@ -381,18 +382,8 @@ def _remove_stale_siblings(out: Path) -> None:
         return
     for sibling in out.parent.iterdir():
         match = pattern.fullmatch(sibling.name)
-        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):  # a reused pid too
+        if match and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):  # a reused pid too
             shutil.rmtree(sibling, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -12,7 +12,6 @@ not submitted. No SLURM accounting needed (`sacct` is often off); the sources, i
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import re
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medtrain.errors import UserError
+from medtrain.io import pid_alive
 from medtrain.grid.records import load_jobs
 from medtrain.finetune import RESULTS
 from medtrain.grid.spec import Grid, Run, short
@@ -187,22 +187,12 @@ def _local_status(run: Run, record: dict[str, Any]) -> RunStatus:
     job = f"local:{record.get('pid')}"
     if record.get("reason"):
         return RunStatus(run, FAILED, job, record["reason"])
-    if _alive(record.get("pid")):
+    if pid_alive(record.get("pid")):
         started = (run.run_dir / "config.yaml").is_file()
         return RunStatus(run, RUNNING if started else PENDING, job, "")
     return RunStatus(run, FAILED, job, "its `medtrain grid submit` ended before the run finished")
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def grid_status(grid: Grid) -> list[RunStatus]:
