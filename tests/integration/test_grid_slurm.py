@@ -222,7 +222,7 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
         "grid_dir": str(tmp_path / "limited"), "base": base_config(data, models[0], epochs=100),  # > 40 s of work
         "slurm": {"partition": slurm_cluster.partition, "time_min": 1, "signal_delay_s": 50, "max_timeouts": 10}}))
     requeued = load_grid(write_grid(tmp_path / "requeued.yaml", {
-        "grid_dir": str(tmp_path / "requeued"), "base": base_config(data, models[1], epochs=20),
+        "grid_dir": str(tmp_path / "requeued"), "base": base_config(data, models[1], epochs=100),  # > 40 s
         "slurm": {"partition": slurm_cluster.partition, "time_min": 10}}))
     grids = (limited, requeued)
     try:
@@ -232,6 +232,7 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
         job = load_jobs(requeued.grid_dir)[run.signature]["job_id"]
         wait_for(requeued, lambda _: (run.run_dir / "checkpoint" / "last.pt").is_file(), "save an epoch")
         subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, timeout=60)
+        assert not (run.run_dir / "results.json").is_file(), "the run finished before it could be requeued"
         [seen] = wait_for(requeued, lambda st: st[0].state == REQUEUED, "show the run as requeued")
         assert seen.detail.startswith("restarted 1x")
         start_requeued_now([seen])
