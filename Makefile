@@ -36,14 +36,8 @@ integration: setup
 	$(PY) -m pytest -q tests/integration
 
 demo: setup
-	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data
-	$(VENV)/bin/medtrain prepare $(DEMO_DIR)/data/prepare.yaml
-	DS_ACCELERATOR=$${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/deepspeed --num_gpus 2 medtrain/pretrain.py demo-pretrain \
-		data.shards=$(DEMO_DIR)/data/shards output_dir=$(DEMO_DIR)/runs/pretrain
-	$(VENV)/bin/medtrain grid submit grid-demo executor=local
-	$(VENV)/bin/medtrain results $(DEMO_DIR)/runs/grid
-	@echo "demo: pretrained model in $(DEMO_DIR)/runs/pretrain/export, results in $(DEMO_DIR)/runs/grid/results.md"
-	@echo "watch it with: tensorboard --logdir $(DEMO_DIR)/runs"
+	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data --scale 3
+	$(VENV)/bin/medtrain study study-demo data_dir=$(DEMO_DIR)/data output_dir=$(DEMO_DIR)/study
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

@@ -123,6 +123,13 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return _print_results(Path(args.folder))
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from medtrain.config import load_config
+    from medtrain.study import StudyConfig, run_study
+
+    return run_study(load_config(StudyConfig, args.config, args.overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtrain",
@@ -214,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folder", metavar="GRID_DIR|RUN_DIR", help="a grid folder, any folder of runs, or one run folder")
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser(
+        "study", help="the whole study: pretraining variants, fine-tuning grid, analysis and report.md",
+        description="Pretrain each variant (and the baseline, when it is pretrained here), fine-tune every model "
+                    "on every task, training language and seed, analyze the data and write OUTPUT_DIR/report.md: "
+                    "the results table, the winner per task, each variant's difference from the baseline with a "
+                    "confidence interval and the cross-lingual matrix. Locally, or as SLURM jobs (pretraining "
+                    "first, the fine-tuning array after it). Running it again continues where it stopped.",
+    )
+    p.add_argument("config", help="study config (YAML or packaged recipe name, e.g. study-demo)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data_dir=demo/data output_dir=demo/study")
+    p.set_defaults(func=_cmd_study)
 
     return parser
 

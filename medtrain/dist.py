@@ -23,6 +23,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from medtrain.errors import UserError
 
@@ -100,6 +101,21 @@ def init_process_group(info: DistInfo, backend: str | None = None) -> None:
         auto_mpi_discovery=False,
         verbose=False,
     )
+    _unlink_shm_buffer(info)
+
+
+def _unlink_shm_buffer(info: DistInfo) -> None:
+    """DeepSpeed's CPU shared-memory all-reduce gives each rank a ~50 MB /dev/shm buffer that every other rank on
+    the node maps during init_distributed, and never unlinks it: each run left them behind (19 GB of RAM after a
+    day of tests). Once all ranks are past init (the barrier), the names can go; the mappings stay valid."""
+    import torch.distributed
+
+    buffer = Path("/dev/shm") / "_".join(("deepspeed_allreduce_buffer", str(os.getuid()), os.environ["MASTER_ADDR"],
+                                          os.environ["MASTER_PORT"], str(info.rank)))
+    if not buffer.exists():
+        return
+    torch.distributed.barrier()
+    buffer.unlink(missing_ok=True)
 
 
 def _cuda_device(local_rank: int, device_count: int) -> int:

@@ -21,13 +21,12 @@ import math
 import signal
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 import torch
 import yaml
 
 from medtrain import checkpoint, dist
-from medtrain.config import config_to_dict, load_config, save_resolved
+from medtrain.config import config_to_dict, save_resolved
 from medtrain.data.masking import MaskedBatch, Masker, MaskingConfig, continuation_lookup
 from medtrain.data.shards import Manifest, read_manifest
 from medtrain.data.stream import ValidationStream, build_train_loader, validation_loader
@@ -219,9 +218,9 @@ def train(cfg: PretrainConfig) -> int:
         step += 1
         mean_loss, stop_now = step_summary(local_loss, stop)
         if step % t.log_every == 0:
-            monitor.log(step, "train", {"loss": mean_loss, "lr": lr,
-                                        "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                                        "tokens_per_s": tokens_per_step / (time.perf_counter() - started)})
+            grad_norm = engine.get_global_grad_norm()  # None where DeepSpeed does not compute it (ZeRO 0, fp32)
+            monitor.log(step, "train", {"loss": mean_loss, "lr": lr, "tokens_per_s": tokens_per_step / (
+                time.perf_counter() - started), **({} if grad_norm is None else {"grad_norm": float(grad_norm)})})
         if validation is not None and (step % t.eval_every == 0 or finished()):
             monitor.log(step, "eval", evaluate(engine, validation, t.eval_batches))
         if stop_now:

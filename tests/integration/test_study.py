@@ -1,0 +1,152 @@
+"""`medtrain study` end to end on the sample data, for real: prepare, a general-domain baseline pretrained on 2
+DeepSpeed CPU ranks, a clinical variant continuing from it, a fine-tuning grid over both x screening and NER x 3
+seeds, analysis and report. The check the study exists for: the clinical variant beats the un-adapted baseline on
+screening and on NER by more than the confidence interval. Then: a second run redoes nothing, and a lost run is
+the only thing redone. On SLURM: pretraining jobs in order and the fine-tuning array waiting for them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from medtrain.cli import run as medtrain
+from medtrain.config import read_yaml, resolve_config_path
+from medtrain.data.sample import write_sample_data
+from medtrain.grid.records import load_jobs
+
+pytestmark = pytest.mark.integration
+
+SCALE = 3.0  # 60 screening test patients per language (9 positive), not 20
+
+
+def run_study(config: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "medtrain.cli", "study", str(config)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def study_yaml(path: Path, data: Path, out: Path, **changes: Any) -> Path:
+    """The packaged study-demo, cut to what the check needs: one variant, one training and test language per
+    task, shorter pretraining and a lighter analysis."""
+    study, _ = read_yaml(resolve_config_path("study-demo"))
+    study.update(data_dir=str(data), output_dir=str(out))
+    study["prepare"]["corpora"] = [c for c in study["prepare"]["corpora"] if c["domain"] != "biomedical"]
+    study["baseline"]["pretrain"]["overrides"]["train.max_steps"] = 300
+    study["variants"] = {"clinical": {**study["variants"]["clinical"], "overrides": {"train.max_steps": 600}}}
+    study["tasks"] = [t for t in study["tasks"] if t["name"] in ("screening-nl", "ner-es")]
+    for task in study["tasks"]:
+        task["test_languages"] = task["train_languages"]
+    study["analysis"] = {"max_documents": 50, "perplexity_sequences": 8}
+    study.update(changes)
+    path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "data"
+    write_sample_data(out, seed=0, scale=SCALE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(data: Path) -> tuple[Path, Path, str]:
+    """One local study, run once for the module: (config, output folder, what it printed)."""
+    out = data.parent / "out"
+    config = study_yaml(data.parent / "study.yaml", data, out)
+    result = run_study(config, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return config, out, result.stdout
+
+
+def difference(out: Path, task: str, variant: str = "clinical") -> dict[str, Any]:
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    [d] = [d for d in report["tasks"][task]["differences"] if d["variant"] == variant and d["in_language"]]
+    return d
+
+
+@pytest.mark.parametrize("task", ["screening-nl", "ner-es"])
+def test_clinical_variant_beats_the_baseline_beyond_the_interval(study: tuple[Path, Path, str], task: str) -> None:
+    _, out, _ = study
+    d = difference(out, task)
+    assert d["lo"] > 0, f"{task}: clinical - baseline = {d['delta']:+.3f}, 95% interval [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+    assert d["lo"] <= d["delta"] <= d["hi"]
+
+
+def test_report_has_table_winners_differences_matrix_and_analysis(study: tuple[Path, Path, str]) -> None:
+    _, out, printed = study
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Results", "## Winner per task", "## Difference from the baseline", "## Cross-lingual matrix",
+                    "## Why: the data behind the differences", "## All fine-tuning runs"):
+        assert heading in report
+    assert re.search(r"\| screening-nl \| auroc \| nl → nl \| [\d.]+ ± [\d.]+ \| \*\*[\d.]+ ± [\d.]+\*\* \|", report)
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (out / image).is_file(), image
+    assert f"report: {out / 'report.md'}" in printed
+    assert f"tensorboard --logdir {out}" in printed
+    assert "| task | metric | train → test | baseline | clinical |" in printed
+    # the exports are Hugging Face folders that continue from one another
+    clinical = yaml.safe_load((out / "pretrain" / "clinical" / "config.yaml").read_text(encoding="utf-8"))
+    assert clinical["model"]["init"] == str(out / "pretrain" / "baseline" / "export")
+
+
+def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(study: tuple[Path, Path, str]) -> None:
+    config, out, _ = study
+    results = sorted((out / "grid" / "runs").glob("*/results.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    again = run_study(config, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[1/5] prepare: " in again.stdout and "is complete" in again.stdout
+    assert again.stdout.count("pretrain") and "2 rank(s)" not in again.stdout  # no pretraining started
+    assert "0 to launch" in again.stdout and "[5/5] report: " in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+    lost = results[0].parent
+    for file in lost.rglob("*"):
+        if file.is_file():
+            file.unlink()
+    third = run_study(config, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "1 to launch" in third.stdout
+    assert (lost / "results.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in results if p.parent != lost} == \
+           {p: s for p, s in stamps.items() if p.parent != lost}
+
+
+def test_on_slurm_the_finetuning_array_waits_for_the_pretraining_jobs(
+        slurm_cluster, data: Path, tmp_path: Path) -> None:
+    """Submission only: the variant waits for the baseline (afterok), the array for both; then cancel. The
+    baseline may not begin for an hour, so every job stays pending while the test looks."""
+    out = tmp_path / "out"
+    config = study_yaml(tmp_path / "study.yaml", data, out, executor="slurm", slurm={
+        "pretrain": {"partition": slurm_cluster.partition, "tasks_per_node": 1, "time_min": 5,
+                     "extra": {"additional_parameters": {"begin": "now+1hour"}}},
+        "finetune": {"partition": slurm_cluster.partition, "time_min": 5}})
+    jobs: dict[str, str] = {}
+    try:
+        assert medtrain(["study", str(config)]) == 0
+        jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
+        assert set(jobs) == {"baseline", "clinical"}
+        assert f"afterok:{jobs['baseline']}" in scontrol_dependency(jobs["clinical"])
+        [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
+        dependency = scontrol_dependency(array)
+        assert jobs["baseline"] in dependency and jobs["clinical"] in dependency
+        again = run_study(config, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stdout.count("is still pending or running") == 2  # nothing submitted twice
+    finally:
+        if jobs:
+            subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
+        assert medtrain(["grid", "cancel", str(out / "grid.yaml")]) == 0
+
+
+def scontrol_dependency(job_id: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=60,
+                           check=True).stdout
+    return re.search(r"Dependency=(\S+)", shown).group(1)

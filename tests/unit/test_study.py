@@ -1,0 +1,109 @@
+"""The study's own logic: config checks, the grid it builds, and the paired multi-bootstrap difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medtrain import metrics
+from medtrain.config import load_config
+from medtrain.errors import UserError
+from medtrain.compare import Cell, CompareConfig, RunScores, difference
+from medtrain.study import BASELINE, Study, StudyConfig, grid_spec
+
+
+def scores(rows: list[tuple[int, int, int]], units: tuple[str, ...] | None = None) -> RunScores:
+    """NER-style per-unit (tp, predicted, gold) counts."""
+    units = units or tuple(f"doc{i}" for i in range(len(rows)))
+    return RunScores(units, np.array(rows, dtype=float), metrics.micro_metric("f1"))
+
+
+def noisy_cell(rng: np.random.Generator, hit_rate: float, seeds: int = 3, units: int = 60) -> Cell:
+    """Seeds of a model finding each of 5 gold entities per document with probability hit_rate."""
+    return Cell([scores([(int(tp), int(tp), 5) for tp in rng.binomial(5, hit_rate, units)]) for _ in range(seeds)])
+
+
+def test_clearly_better_variant_has_an_interval_above_zero() -> None:
+    rng = np.random.default_rng(0)
+    base, better = noisy_cell(rng, 0.4), noisy_cell(rng, 0.8)
+    d = difference(base, better, CompareConfig(bootstrap=300))
+    assert d["delta"] == pytest.approx(better.mean() - base.mean())
+    assert 0 < d["lo"] < d["delta"] < d["hi"]
+
+
+def test_equal_models_have_an_interval_around_zero() -> None:
+    rng = np.random.default_rng(1)
+    d = difference(noisy_cell(rng, 0.6), noisy_cell(rng, 0.6), CompareConfig(bootstrap=300))
+    assert d["lo"] < 0 < d["hi"]
+
+
+def test_seed_variance_widens_the_interval() -> None:
+    """One model gives the same scores with every seed, the other does not: its interval must be wider."""
+    rng = np.random.default_rng(2)
+    base = noisy_cell(rng, 0.5)
+    steady = Cell([scores([(3, 3, 5)] * 60)] * 3)
+    erratic = Cell([scores([(1, 1, 5)] * 60), scores([(3, 3, 5)] * 60), scores([(5, 5, 5)] * 60)])
+    cfg = CompareConfig(bootstrap=300)
+    narrow, wide = difference(base, steady, cfg), difference(base, erratic, cfg)
+    assert wide["hi"] - wide["lo"] > 2 * (narrow["hi"] - narrow["lo"])
+
+
+def test_pairing_removes_shared_test_set_difficulty() -> None:
+    """Both models see the same hard and easy documents; the variant finds one more entity in each. Paired
+    resampling keeps the difference positive although the scores themselves vary a lot between documents."""
+    rng = np.random.default_rng(3)
+    gold = rng.integers(2, 20, 80)
+    base_rows = [(int(g // 3), int(g // 3), int(g)) for g in gold]
+    var_rows = [(tp + 1, p + 1, g) for tp, p, g in base_rows]
+    d = difference(Cell([scores(base_rows)] * 2), Cell([scores(var_rows)] * 2), CompareConfig(bootstrap=300))
+    assert d["lo"] > 0
+
+
+def test_different_test_units_are_refused() -> None:
+    a = Cell([scores([(1, 1, 1)], ("a",))] * 2)
+    b = Cell([scores([(1, 1, 1)], ("b",))] * 2)
+    with pytest.raises(UserError, match="different documents or patients"):
+        difference(a, b, CompareConfig(bootstrap=10))
+
+
+def study_config(tmp_path: Path, sample_dir: Path, *overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, "study-demo", [f"data_dir={sample_dir}", f"output_dir={tmp_path / 'study'}",
+                                                   *overrides])
+
+
+@pytest.fixture()
+def sample_dir(tmp_path: Path) -> Path:
+    """Setting a study up reads no data (the stages do), so an empty folder will do."""
+    return tmp_path / "data"
+
+
+def test_grid_has_every_model_task_language_and_seed(tmp_path: Path, sample_dir: Path) -> None:
+    study = Study(study_config(tmp_path, sample_dir))
+    spec = grid_spec(study, after=["41", "42"])
+    assert spec["axes"]["model"] == [str(p) for p in study.models.values()]
+    assert spec["axes"]["train.seed"] == study.cfg.seeds
+    assert len(spec["combos"]) == sum(len(t.train_languages) for t in study.cfg.tasks)
+    ner = next(c for c in spec["combos"] if c["task"] == "ner")
+    assert set(ner["data"]["test"]) == {"ro", "es", "nl"}
+    assert spec["slurm"]["extra"]["dependency"] == "afterok:41:42"
+    assert "model" not in ner and "output_dir" not in ner  # set per run by the grid
+
+
+def test_variants_continue_from_the_baseline_export(tmp_path: Path, sample_dir: Path) -> None:
+    study = Study(study_config(tmp_path, sample_dir))
+    clinical = study.pretrain["clinical"]
+    assert clinical.model.init == study.models[BASELINE] and not clinical.model.config
+    assert clinical.data.weights["clinical_es"] == 1.0 and clinical.data.weights["general_es"] == 0.0
+    assert study.pretrain[BASELINE].model.config["hidden_size"] == 128
+
+
+@pytest.mark.parametrize("override, message", [
+    ("variants.clinical.corpora={clinical_xx: 1.0}", "not in prepare.corpora"),
+    ("seeds=[0]", "at least 2 distinct seeds"),
+    ("tasks.1.metric=auroc", "NER is compared on entity f1"),
+])
+def test_bad_study_configs_are_user_errors(tmp_path: Path, sample_dir: Path, override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        Study(study_config(tmp_path, sample_dir, override))
