@@ -5,6 +5,8 @@ data. Every text is generated from templates and word lists written for this pro
 copied. The design makes domain adaptation measurable: the clinical corpus is built from the same
 templates, entity words and screening cues as the NER and screening text; the biomedical corpus shares the
 entity words but not the phrasing; the general corpus (news, weather, sports, cooking) shares almost nothing.
+A third of the entity terms never occur in NER training or dev documents, only in the test documents and the
+corpora (held_out_terms), so tagging them rewards a model that learned the domain's words in pretraining.
 
 Layout written by `write_sample_data(out, seed, scale)`:
     corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line
@@ -68,6 +70,7 @@ NER_DOCS = 60              # per language, split 60/20/20
 PATIENTS = 100             # per language, split 60/20/20, each with 2-5 notes
 HELDOUT_FRACTION = 0.2     # dev and test each
 POSITIVE_RATE = 0.15       # screening positives per split (at least one)
+HELD_OUT = 3               # every 3rd entity term of a type appears in NER test documents only (held_out_terms)
 VOCAB_SIZE = 8000          # the templates' vocabulary is finite, so this does not grow with scale
 LONG_NOTE_WORDS = 400      # about 512 wordpieces: screening notes above this need chunking
 _PROGRESS_FROM_SCALE = 5.0  # smaller runs take seconds and show no progress bar
@@ -150,6 +153,7 @@ class _Filler:
     lang: _Language
     rng: random.Random
     cue_rate: float = 0.0
+    exclude: frozenset[str] = frozenset()  # terms this text may not use (held out of NER training)
     used: set[str] = field(default_factory=set)  # terms already in this sentence: no "X, Y and X"
 
     def new_sentence(self) -> None:
@@ -172,6 +176,7 @@ class _Filler:
             return _compound(self.rng, label, self.rng.choice(compounds), self.lang.coordinator)
         cues = self.lang.cue_terms.get(label, ())
         pool = cues if cues and self.rng.random() < self.cue_rate else self.lang.terms[label] + cues
+        pool = [term for term in pool if term not in self.exclude] or pool
         text = self.rng.choice([term for term in pool if term not in self.used] or pool)
         self.used.add(text)
         return Phrase(text, (Entity(label, ((0, len(text)),)),))
@@ -268,9 +273,19 @@ _DOCUMENT_MAKERS: dict[str, Callable[[_Language, random.Random], str]] = {
 }
 
 
-def _ner_doc(lang: _Language, rng: random.Random) -> Phrase:
+def held_out_terms(lang: _Language) -> frozenset[str]:
+    """Every HELD_OUT-th plain entity term of each type: absent from NER training and dev documents, present in
+    the NER test documents and in the corpora, as rare clinical words are seen in unlabelled notes but not in a
+    small annotated set. Tagging them takes knowing the domain's words: what domain pretraining should bring."""
+    sites = {site for compounds in lang.compounds.values() for compound in compounds for site in compound.sites}
+    return frozenset(term for terms in lang.terms.values() for term in terms[HELD_OUT - 1::HELD_OUT]
+                     if term not in sites)  # a compound's site is also annotated, as ANATOMY
+
+
+def _ner_doc(lang: _Language, rng: random.Random, exclude: frozenset[str]) -> Phrase:
     """A clinical note with every entity annotated; one sentence per line, ending in a newline."""
-    lines = _sectioned(rng, _Filler(lang, rng), lang.clinical_titles, lang.clinical_sections, rng.randint(6, 20))
+    fill = _Filler(lang, rng, exclude=exclude)
+    lines = _sectioned(rng, fill, lang.clinical_titles, lang.clinical_sections, rng.randint(6, 20))
     doc = _join(lines, "\n")
     return Phrase(doc.text + "\n", doc.entities)
 
@@ -391,8 +406,10 @@ def _write_ner_split(folder: Path, language: str, split: str, rng: random.Random
     for stale in sorted([*folder.glob("*.txt"), *folder.glob("*.ann")]):
         stale.unlink()
     blocks, entities = [], 0
+    lang = _LANGUAGES[language]
+    exclude = frozenset() if split == "test" else held_out_terms(lang)
     for i in range(n_docs):
-        doc, name = _ner_doc(_LANGUAGES[language], rng), f"{language}_{split}_{i:04d}"
+        doc, name = _ner_doc(lang, rng, exclude), f"{language}_{split}_{i:04d}"
         write_text_atomic(folder / f"{name}.txt", doc.text)
         write_text_atomic(folder / f"{name}.ann", _brat(doc))
         blocks.append(_conll(doc))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medtrain.data.sample import DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, write_sample_data
+from medtrain.data.sample import _LANGUAGES, DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, held_out_terms, write_sample_data
 from medtrain.errors import UserError
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -240,3 +240,17 @@ def test_screening_label_learnable_but_not_one_keyword(sample: Path) -> None:
         words = [{w.lower() for w in WORD.findall(r["text"])} for r in test]
         best = max(sum((w in ws) == bool(y) for ws, y in zip(words, labels)) for w in set().union(*words))
         assert best < len(test), f"{language}: one keyword separates the classes"
+
+
+def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
+    """A third of the entity terms are never annotated in NER training or dev, yet occur in the test split and
+    in the clinical corpus: the words domain pretraining can teach and fine-tuning cannot."""
+    for language in LANGUAGES:
+        held_out = held_out_terms(_LANGUAGES[language])
+        assert held_out
+        mentions = {split: {text for ann in (sample / "ner" / language / split).glob("*.ann")
+                            for _, _, text in read_ann(ann)} for split in SPLITS}
+        assert not held_out & (mentions["train"] | mentions["dev"])
+        assert held_out & mentions["test"]
+        corpus = (sample / "corpora" / f"clinical_{language}.jsonl").read_text(encoding="utf-8")
+        assert all(term in corpus for term in held_out & mentions["test"])
