@@ -4,7 +4,7 @@ screening and NER x 2 seeds, analysis and report. A second run redoes nothing; a
 redone. On SLURM: the pretraining jobs in order and the fine-tuning array waiting for them.
 
 Whether the clinical variant beats the baseline is the study's result, not a property of the code. At the
-demo's size it did by more than the interval on screening and NER in 3 of 4 fresh sample data sets, which is
+demo's size it did by more than the interval on screening and NER in 4 of 5 fresh sample data sets, which is
 not stable enough for a test (the sample tokenizer differs between generations: tokenizers#1794)."""
 
 from __future__ import annotations
