@@ -63,18 +63,17 @@ def ner_scores(run_dir: Path, lang: str, gold: list[Any]) -> RunScores:
     from medtrain.data.ner import read_ner
 
     predicted = {d.doc_id: d for d in read_ner(run_dir / "predictions" / lang, "brat")}
-    units, rows = [], []
+    doc_ids, gold_tags, pred_tags = [], [], []
     for doc in gold:
         pred = predicted.get(doc.doc_id)
         if pred is None or len(pred.sentences) != len(doc.sentences):
             raise UserError(f"predictions of document {doc.doc_id} do not match its gold sentences", run_dir)
-        pairs = [(g.tags, p.tags) for g, p in zip(doc.sentences, pred.sentences)]
-        groups = [pairs] if len(gold) > 1 else [[pair] for pair in pairs]
-        for i, group in enumerate(groups):
-            units.append(f"{doc.doc_id}:{i}")
-            counts = metrics.entity_counts([g for g, _ in group], [p for _, p in group])
-            rows.append(metrics.micro_counts(counts))
-    return RunScores(tuple(units), np.array(rows, dtype=float).reshape(-1, 3), metrics.micro_metric("f1"))
+        doc_ids += [doc.doc_id] * len(doc.sentences)
+        gold_tags += [s.tags for s in doc.sentences]
+        pred_tags += [s.tags for s in pred.sentences]
+    per_unit = metrics.unit_counts(doc_ids, gold_tags, pred_tags)
+    units, rows = tuple(per_unit), [metrics.micro_counts(counts) for counts in per_unit.values()]
+    return RunScores(units, np.array(rows, dtype=float).reshape(-1, 3), metrics.micro_metric("f1"))
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -282,12 +282,9 @@ class NerTask:
         return ner.decode(part.features, logits, dict(enumerate(self.labels)), part.sentences)
 
     def _doc_counts(self, part: NerPart, tags: list[list[str]]) -> list[metrics.Counts]:
-        """Entity counts per document (per sentence when a set is one document, so a bootstrap can vary)."""
-        groups: dict[Any, list[int]] = {}
-        for i, sentence in enumerate(part.sentences):
-            groups.setdefault(sentence.doc_id if len(part.docs) > 1 else i, []).append(i)
-        return [metrics.entity_counts([part.sentences[i].tags for i in idx], [tags[i] for i in idx])
-                for idx in groups.values()]
+        """Entity counts per bootstrap unit (metrics.unit_counts)."""
+        return list(metrics.unit_counts([s.doc_id for s in part.sentences], [s.tags for s in part.sentences],
+                                        tags).values())
 
     def evaluate_dev(self, predict: Predict) -> dict[str, Any]:
         per_language = {}

@@ -54,6 +54,18 @@ def add_counts(*parts: Counts) -> Counts:
     return dict(sorted(total.items()))
 
 
+def unit_counts(doc_ids: Sequence[str], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+                ) -> dict[str, Counts]:
+    """Entity counts per bootstrap unit, from each sentence's document id: a unit is a document, or a sentence
+    when the set is one document (so a bootstrap can still vary). finetune's intervals and the study's
+    comparison both take their units from here, so they resample the same things."""
+    single = len(set(doc_ids)) == 1
+    groups: dict[str, list[int]] = {}
+    for i, doc_id in enumerate(doc_ids):
+        groups.setdefault(f"{doc_id}:{i}" if single else doc_id, []).append(i)
+    return {unit: entity_counts([gold[i] for i in idx], [pred[i] for i in idx]) for unit, idx in groups.items()}
+
+
 def micro_counts(counts: Counts) -> tuple[int, int, int]:
     """(tp, predicted, gold) over all types."""
     return tuple(int(sum(c[i] for c in counts.values())) for i in range(3))  # type: ignore[return-value]

@@ -53,7 +53,7 @@ def _heatmaps(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
     trains = sorted({r.train for r in rows})
     evals = sorted({r.eval for r in rows})
     figure, axes = plt.subplots(1, len(settings), squeeze=False, layout="constrained",
-                                figsize=(1.5 + (1.2 + 0.7 * len(evals)) * len(settings), 2.2 + 0.6 * len(trains)))
+                                figsize=(1.5 + (1.2 + 0.7 * len(evals)) * len(settings), 1.6 + 0.6 * len(trains)))
     for k, (ax, setting) in enumerate(zip(axes[0], settings)):
         grid = np.full((len(trains), len(evals)), np.nan)
         for r in rows:

@@ -99,7 +99,9 @@ def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(stud
     again = run_study(config, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[1/5] prepare: " in again.stdout and "is complete" in again.stdout
-    assert again.stdout.count("pretrain") and "2 rank(s)" not in again.stdout  # no pretraining started
+    for name in ("baseline", "clinical"):  # both exports found complete, no pretraining started
+        assert f"[2/5] pretrain {name}: {out / 'pretrain' / name / 'export'} is complete" in again.stdout
+    assert "2 rank(s)" not in again.stdout
     assert "0 to launch" in again.stdout and "[5/5] report: " in again.stdout
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
 

@@ -128,3 +128,13 @@ def test_bootstrap_ci_edge_cases() -> None:
     assert metrics.bootstrap_ci(np.ones(5), lambda rows: None, n=50) == (None, None)
     interval = metrics.with_interval(None, np.ones(3), np.mean, n=10, seed=0, alpha=0.05)
     assert interval == {"value": None, "lo": None, "hi": None}
+
+
+def test_bootstrap_units_are_documents_or_the_sentences_of_a_single_document() -> None:
+    gold = [["B-DRUG", "O"], ["O", "B-DRUG"], ["B-DRUG", "O"]]
+    pred = [["B-DRUG", "O"], ["O", "O"], ["O", "O"]]
+    by_doc = metrics.unit_counts(["a", "a", "b"], gold, pred)
+    assert {unit: metrics.micro_counts(c) for unit, c in by_doc.items()} == {"a": (1, 1, 2), "b": (0, 0, 1)}
+    by_sentence = metrics.unit_counts(["a", "a", "a"], gold, pred)
+    assert [metrics.micro_counts(c) for c in by_sentence.values()] == [(1, 1, 1), (0, 0, 1), (0, 0, 1)]
+    assert len(set(by_sentence)) == 3
