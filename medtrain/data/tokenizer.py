@@ -1,4 +1,4 @@
-"""Tokenizers from local folders only, and a small WordPiece trainer for when none is given.
+"""Tokenizers from local folders only, and a small, deterministic WordPiece builder for when none is given.
 
 Compute nodes have no internet, so a tokenizer is always a local directory (for example a downloaded
 bert-base-multilingual-cased). `fingerprint()` identifies a tokenizer by the bytes of its vocabulary
@@ -8,6 +8,7 @@ files, so shards made with one tokenizer are never trained with another.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,20 +50,34 @@ def fingerprint(path: str | Path) -> str:
 
 def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 8000,
                     lowercase: bool = False) -> PreTrainedTokenizerFast:
-    """Train a BERT WordPiece tokenizer on `texts` and save it so `AutoTokenizer` loads it from `out_dir`.
+    """Build a BERT WordPiece tokenizer from `texts` and save it so `AutoTokenizer` loads it from `out_dir`.
 
-    Cased by default, like multilingual BERT, and accent-preserving so Romanian diacritics survive.
+    Cased by default, like multilingual BERT, and accent-preserving so Romanian diacritics survive. The
+    vocabulary is chosen here rather than by the Rust WordPiece trainer, because that trainer breaks count ties
+    in hash-map order (huggingface/tokenizers#1794) and so gives a different vocabulary on every run; a study
+    on the sample data must be the same draw each time. It holds the special tokens, every character seen
+    (alone and as a `##` continuation, so nothing becomes [UNK]), then the most frequent words, ties broken by
+    the word itself, up to `vocab_size`. A rarer word is split into the longest known pieces: a word-level
+    vocabulary, fit for the sample data and tests; real runs use the model's own tokenizer.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
-    tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.Sequence([normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else []))
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    alphabet = sorted({char for word in counts for char in word})
+    vocab = dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *(f"##{char}" for char in alphabet)])
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(word)
+    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]",
+                                     continuing_subword_prefix="##"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                        continuing_subword_prefix="##", show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -1,11 +1,10 @@
-"""`medtrain study` end to end on the sample data, for real and small: prepare, a general-domain baseline
-pretrained on 2 DeepSpeed CPU ranks, a clinical variant continuing from it, a fine-tuning grid over both x
-screening and NER x 2 seeds, analysis and report. A second run redoes nothing; a lost run is the only thing
-redone. On SLURM: the pretraining jobs in order and the fine-tuning array waiting for them.
-
-Whether the clinical variant beats the baseline is the study's result, not a property of the code. At the
-demo's size it did by more than the interval on screening and NER in 4 of 5 fresh sample data sets, which is
-not stable enough for a test (the sample tokenizer differs between generations: tokenizers#1794)."""
+"""`medtrain study` end to end on the sample data, for real, at the size `make demo` runs (less the biomedical
+variant and the cross-lingual test sets): prepare, a general-domain baseline pretrained on 2 DeepSpeed CPU ranks,
+a clinical variant continuing from it, a fine-tuning grid over both x screening and two NER tasks x 3 seeds,
+analysis and report. The check the study exists for: the clinical variant beats the un-adapted baseline on
+screening and on NER by more than the confidence interval. Then: a second run redoes nothing, and a lost run is
+the only thing redone. On SLURM: the pretraining jobs in order and the fine-tuning array waiting for them.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +20,13 @@ import yaml
 
 from medtrain.cli import run as medtrain
 from medtrain.config import read_yaml, resolve_config_path
+from medtrain.data.sample import write_sample_data
 from medtrain.grid.records import load_jobs
 
 pytestmark = pytest.mark.integration
+
+DEMO_SCALE = 3.0  # as in `make demo`: 60 screening test patients per language, 36 NER test documents
+
 
 def run_study(config: Path, timeout: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medtrain.cli", "study", str(config)], capture_output=True,
@@ -31,30 +34,32 @@ def run_study(config: Path, timeout: int) -> subprocess.CompletedProcess[str]:
 
 
 def study_yaml(path: Path, data: Path, out: Path, **changes: Any) -> Path:
-    """The packaged study-demo, cut down: one variant, one training and test language per task, two seeds,
-    short pretraining and a light analysis."""
+    """The packaged study-demo without the biomedical variant and with in-language test sets only; the same
+    corpora, pretraining and fine-tuning, so the same baseline and clinical models and in-language scores."""
     study, _ = read_yaml(resolve_config_path("study-demo"))
     study.update(data_dir=str(data), output_dir=str(out))
-    study["prepare"]["corpora"] = [c for c in study["prepare"]["corpora"] if c["domain"] != "biomedical"]
-    study["baseline"]["pretrain"]["overrides"]["train.max_steps"] = 40
-    study["variants"] = {"clinical": {**study["variants"]["clinical"], "overrides": {"train.max_steps": 40}}}
-    study["seeds"] = [0, 1]
-    study["tasks"] = [t for t in study["tasks"] if t["name"] in ("screening-nl", "ner-es")]
+    study["variants"] = {"clinical": study["variants"]["clinical"]}
     for task in study["tasks"]:
         task["test_languages"] = task["train_languages"]
-    study["analysis"] = {"max_documents": 50, "perplexity_sequences": 8}
     study.update(changes)
     path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
-def study(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """One local study on the session's sample data, run once for the module: (config, output folder, output)."""
-    folder = tmp_path_factory.mktemp("study")
-    out = folder / "out"
-    config = study_yaml(folder / "study.yaml", sample_data, out)
-    result = run_study(config, timeout=1500)
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`medtrain sample-data` as `make demo` calls it (seed 0, scale 3)."""
+    out = tmp_path_factory.mktemp("study") / "data"
+    write_sample_data(out, seed=0, scale=DEMO_SCALE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(demo_data: Path) -> tuple[Path, Path, str]:
+    """One local study, run once for the module: (config, output folder, what it printed)."""
+    out = demo_data.parent / "out"
+    config = study_yaml(demo_data.parent / "study.yaml", demo_data, out)
+    result = run_study(config, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return config, out, result.stdout
 
@@ -65,12 +70,15 @@ def difference(out: Path, task: str, variant: str = "clinical") -> dict[str, Any
     return d
 
 
-def test_each_difference_has_its_interval(study: tuple[Path, Path, str]) -> None:
-    """Every (task, language pair) has a point difference inside a bootstrap interval of its own."""
+@pytest.mark.parametrize("task", ["screening-nl", "ner-ro", "ner-es"])
+def test_clinical_variant_beats_the_baseline_beyond_the_interval(study: tuple[Path, Path, str], task: str) -> None:
+    """Screening: one epoch at a low rate separates patients only for a model whose pretraining already
+    taught it the clinical words. NER: half the test entities' terms never occur in NER training
+    (sample.held_out_terms); only the clinical corpus taught them."""
     _, out, _ = study
-    for task in ("screening-nl", "ner-es"):
-        d = difference(out, task)
-        assert d["lo"] is not None and d["lo"] <= d["delta"] <= d["hi"], (task, d)
+    d = difference(out, task)
+    assert d["lo"] > 0, f"{task}: clinical - baseline = {d['delta']:+.3f}, 95% interval [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+    assert d["lo"] <= d["delta"] <= d["hi"]
 
 
 def test_report_has_table_winners_differences_matrix_and_analysis(study: tuple[Path, Path, str]) -> None:
