@@ -57,7 +57,7 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     in hash-map order (huggingface/tokenizers#1794) and so gives a different vocabulary on every run; a study
     on the sample data must be the same draw each time. It holds the special tokens, every character seen
     (alone and as a `##` continuation, so nothing becomes [UNK]), then the most frequent words, ties broken by
-    the word itself, up to `vocab_size`. A rarer word is split into the longest known pieces: a word-level
+    the word itself, up to `vocab_size` (the alphabet is kept whole even past it). A rarer word is split into the longest known pieces: a word-level
     vocabulary, fit for the sample data and tests; real runs use the model's own tokenizer.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
