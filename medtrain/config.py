@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -149,7 +150,7 @@ class _Builder:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for key in data:
             if key not in fields:
-                raise self.error(_join(prefix, str(key)), _unknown_key_message(str(key), list(fields)))
+                raise self.error(_join(prefix, str(key)), unknown_key_message(str(key), list(fields)))
         kwargs: dict[str, Any] = {}
         for name, field in fields.items():
             key = _join(prefix, name)
@@ -258,10 +259,12 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _unknown_key_message(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+def unknown_key_message(key: str, valid: Iterable[str], what: str = "key") -> str:
+    """The one "unknown key, did you mean" wording: closest names first, then every valid name."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    return f"unknown key; {hint}valid keys: {', '.join(sorted(valid))}"
+    return f"unknown {what}; {hint}valid {what}s: {', '.join(names)}"
 
 
 # ----------------------------------------------------------------------------- public API

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,13 +72,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def ensure_run_dir(path: str | os.PathLike[str]) -> Path:
-    """Create (or reuse) a run folder and return it."""
-    run_dir = Path(path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def replace_dir_atomic(path: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
     """Build a folder with `fill(tmp_dir)` beside `path`, then swap it in; a failure leaves `path` as it was.
 
@@ -114,3 +108,10 @@ def pid_alive(pid: object) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def free_port() -> int:
+    """A TCP port free on this host now: launchers' fixed defaults (29500) clash with concurrent runs."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
