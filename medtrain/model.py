@@ -83,21 +83,25 @@ def build_model(cfg: ModelConfig, vocab_size: int, activation_checkpointing: boo
     return MaskedLM(mlm)
 
 
+def load_pretrained(model_class: Any, path: Path, **kwargs: Any) -> Any:
+    """`model_class.from_pretrained` on a local folder only, without transformers' "Loading weights" bars
+    (one per load: a grid of runs would print hundreds)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return model_class.from_pretrained(str(path), local_files_only=True, **kwargs)
+
+
 def _load_local(path: Path) -> BertForMaskedLM:
     if not (path / "config.json").is_file():
         raise UserError("not a Hugging Face model folder (no config.json); give a local, downloaded model", path)
     try:
-        mlm, info = BertForMaskedLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        mlm, info = load_pretrained(BertForMaskedLM, path, output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the model ({exc.__class__.__name__}: {exc})", path) from None
     if any(key.startswith("cls.") for key in info.get("missing_keys", ())):
         log.warning("%s has no masked-LM head: it is newly initialised (decoder still tied to embeddings)", path)
     return mlm
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Distinct parameters (tied weights once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def export(state_dict: dict[str, torch.Tensor], config: BertConfig, tokenizer_dir: Path | None, out_dir: Path) -> Path:
