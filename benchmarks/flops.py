@@ -78,13 +78,6 @@ def train_step_flops(shape: BertShape, sequences: int, seq_len: int, head_rows: 
     return {"model_flops": model, "hardware_flops": hardware}
 
 
-def nonembedding_params(shape: BertShape) -> int:
-    """Encoder weights (biases and LayerNorms included), for the 6 N rule of thumb beside the exact count."""
-    h, f = shape.hidden, shape.intermediate
-    per_layer = 4 * h * h + 4 * h + 2 * h * f + h + f + 2 * 2 * h
-    return shape.layers * per_layer
-
-
 FORMULA = ("model_flops = 3 * (tokens * L * (8 h^2 + 4 h f + 4 s h) + head_rows * (2 h^2 + 2 h V)); "
            "head_rows = masked tokens (medtrain) or all tokens (HF); hardware_flops adds one encoder forward "
            "with activation checkpointing")

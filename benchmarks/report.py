@@ -77,6 +77,13 @@ def measured_memory_mb(row: dict[str, Any]) -> tuple[float | None, str]:
     return max(r["rss_peak_mb"] - r.get("rss_base_mb", 0.0) for r in ranks), "peak RSS - RSS after imports"
 
 
+def layout(row: dict[str, Any]) -> tuple[int, str]:
+    """ZeRO stage and offload of a medtrain row: beside its config (read from its DeepSpeed JSON by run.py), or
+    inside it in results written before the matrices named the JSON."""
+    config = row["config"]
+    return row.get("zero", config.get("zero")), row.get("offload", config.get("offload", "none"))
+
+
 def estimate_mb(row: dict[str, Any], which: str) -> float | None:
     """DeepSpeed's (`ds`) or our (`analytic`) model-states estimate per GPU; on CPU per rank, where the host's
     share (per node) is divided among the node's ranks and added, since device memory is host memory there."""
@@ -233,8 +240,8 @@ def plot_throughput(rows: list[dict[str, Any]], out: Path) -> Path | None:
            and r["config"]["system"] == "medtrain" and r.get("status") == "ok"]
     panels: dict[tuple, dict[str, list[tuple[int, dict]]]] = defaultdict(lambda: defaultdict(list))
     for r in med:
-        c = r["config"]
-        line = f"ZeRO-{c['zero']}" + (f" offload {c['offload']}" if c["offload"] != "none" else "") + \
+        c, (zero, offload) = r["config"], layout(r)
+        line = f"ZeRO-{zero}" + (f" offload {offload}" if offload != "none" else "") + \
                (" ckpt" if c["activation_checkpointing"] else "")
         panels[_series_key(c)][line].append((c["micro_batch"], r))
     panels = {k: v for k, v in panels.items() if any(len(p) > 1 for p in v.values()) or len(v) > 1}
@@ -276,7 +283,7 @@ def plot_memory(rows: list[dict[str, Any]], out: Path) -> Path | None:
 
     med = [r for r in rows if r.get("bench") == "train" and r.get("purpose") == "matrix"
            and r["config"]["system"] == "medtrain" and r.get("status") == "ok"]
-    med.sort(key=lambda r: (r["config"]["zero"], r["config"]["offload"], str(_series_key(r["config"])),
+    med.sort(key=lambda r: (*layout(r), str(_series_key(r["config"])),
                             r["config"]["micro_batch"]))
     if not med:
         return None

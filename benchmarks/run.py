@@ -11,9 +11,9 @@ turns that file into a markdown table and plots. A matrix file (see benchmarks/R
     name: cpu-small
     defaults: {model: tiny, seq_len: 128, precision: fp32, warmup_steps: 3, measure_steps: 10}
     runs:                                   # blocks: the product of each block's lists; blocks add up
-      - {zero: [0, 1, 2, 3], micro_batch: [4, 8]}
+      - {deepspeed: [ds_configs/zero0.json, ds_configs/zero3.json], micro_batch: [4, 8]}
       - {system: [hf-padded, hf-grouped], micro_batch: 8}
-    find_max_batch: {zero: [0, 3], seq_len: [128], start: 8, rss_limit_mb: 4000}
+    find_max_batch: {deepspeed: [ds_configs/zero0.json], seq_len: [128], start: 8, rss_limit_mb: 4000}
     scripts:                                # other benchmark scripts, run as they are (data.yaml)
       - {script: benchmarks/loader_bench.py, args: [--workers, 1, 2]}
 
@@ -32,9 +32,8 @@ if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(_
     sys.path.append(sys.path.pop(0))  # benchmarks/ after the installed packages: its modules shadow none
 
 import argparse
-import copy
+import dataclasses
 import datetime
-import difflib
 import hashlib
 import itertools
 import json
@@ -45,8 +44,10 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Any
+from typing import Any, Literal
 
+from medtrain.cluster.launch import rank_command
+from medtrain.config import build_config, read_yaml, unknown_key_message
 from medtrain.errors import UserError
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +56,6 @@ RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
 WORKER = HERE / "worker.py"
 BASELINE = HERE / "baseline_hf.py"
-DS_CONFIGS = REPO / "ds_configs"
 
 MBERT_VOCAB = 119_547  # bert-base-multilingual-cased
 # BertConfig fields; the names are sizes, not checkpoints: weights are random, only the shapes matter.
@@ -66,83 +66,137 @@ MODELS: dict[str, dict[str, int]] = {
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
 SYSTEMS = ("medtrain", "hf-padded", "hf-grouped")
-OFFLOADS = ("none", "optimizer", "all")  # all = optimizer and parameters (ZeRO-3)
-PRECISIONS = ("fp32", "bf16", "fp16")
-LAUNCHERS = ("local", "srun", "submit")
 
-# Every axis of a configuration, with its default. A matrix's `defaults` and `runs` blocks may set any of them.
-AXES: dict[str, Any] = {
-    "system": "medtrain",         # medtrain | hf-padded (line by line) | hf-grouped (group_texts)
-    "model": "tiny",              # a MODELS name, or a mapping of BertConfig fields
-    "vocab": "sample",            # sample (the sample tokenizer's) | mbert (119,547) | a number
-    "seq_len": 128,
-    "micro_batch": 8,             # sequences per process per forward pass
-    "grad_accum": 1,
-    "zero": 2,                    # ZeRO stage 0-3 (HF baselines: none)
-    "offload": "none",            # none | optimizer | all
-    "precision": "fp32",          # fp32 | bf16 | fp16
-    "activation_checkpointing": False,
-    "procs": 1,                   # processes (GPUs) per node
-    "nodes": 1,
-    "launcher": "local",          # local (python / deepspeed) | srun | submit (the matrix's `submit` template)
-    "threads": 0,                 # torch threads per process on CPU; 0: the usable cores / procs
-    "num_workers": 1,             # DataLoader workers per process
-    "warmup_steps": 3,
-    "measure_steps": 10,
-    "seed": 0,
-    "lr": 1e-4,
-    "hf_padding": "longest",      # hf-padded only: longest (collator pads per batch) | max_length (to seq_len)
-    "rss_limit_mb": 0,            # a process whose RSS passes this is out of memory (0: no limit)
-    "ds_config": None,            # a DeepSpeed JSON to use as is (default: from zero + offload)
-}
-MATRIX_KEYS = {"name", "description", "defaults", "runs", "find_max_batch", "scripts", "submit", "srun_args",
-               "timeout_s", "data_scale", "repeat"}
-SEARCH_KEYS = {"zero", "seq_len", "start", "limit", "step", "rss_limit_mb"}
-HF_IGNORED = {"zero": None, "offload": "none", "ds_config": None}  # not applicable to the Trainer baseline
+
+@dataclasses.dataclass
+class Axes:
+    """One configuration; a matrix's `defaults` and `runs` blocks may set any field. Stage and offload are the
+    engine settings pretraining uses: `deepspeed` names a ds_configs/*.json, `precision` is train.precision."""
+
+    system: Literal["medtrain", "hf-padded", "hf-grouped"] = "medtrain"
+    """hf-padded: the HF Trainer, line by line; hf-grouped: the HF Trainer with run_mlm's group_texts."""
+    model: str | dict[str, Any] = "tiny"
+    """A MODELS name, or a mapping of BertConfig fields."""
+    vocab: int | str = "sample"
+    """sample (the sample tokenizer's), mbert (119,547) or a number."""
+    seq_len: int = 128
+    micro_batch: int = 8
+    """Sequences per process per forward pass."""
+    grad_accum: int = 1
+    deepspeed: str | None = "ds_configs/zero2.json"
+    """The DeepSpeed JSON, as pretraining's `deepspeed:` (relative to the repository); none for the baselines."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    activation_checkpointing: bool = False
+    procs: int = 1
+    """Processes (GPUs) per node."""
+    nodes: int = 1
+    launcher: Literal["local", "srun", "submit"] = "local"
+    """local (python / deepspeed) | srun | submit (the matrix's `submit` template)."""
+    threads: int = 0
+    """Torch threads per process on CPU; 0: the usable cores / procs."""
+    num_workers: int = 1
+    """DataLoader workers per process."""
+    warmup_steps: int = 3
+    measure_steps: int = 10
+    seed: int = 0
+    lr: float = 1e-4
+    hf_padding: Literal["longest", "max_length"] | None = "longest"
+    """hf-padded only: longest (the collator pads per batch) | max_length (to seq_len)."""
+    rss_limit_mb: float = 0
+    """A process whose RSS passes this is out of memory (0: no limit)."""
+
+    def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise ValueError(f"{label(dataclasses.asdict(self))}: {message}")
+
+        if isinstance(self.model, str) and self.model not in MODELS:
+            fail(f"model must be one of {', '.join(MODELS)} or a mapping of BertConfig fields, got {self.model!r}")
+        if not (self.vocab in ("sample", "mbert") or (isinstance(self.vocab, int) and self.vocab > 0)):
+            fail(f"vocab must be sample, mbert or a positive number, got {self.vocab!r}")
+        for key in ("seq_len", "micro_batch", "grad_accum", "procs", "nodes", "measure_steps"):
+            if getattr(self, key) < 1:
+                fail(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        for key in ("warmup_steps", "threads", "num_workers", "seed"):
+            if getattr(self, key) < 0:
+                fail(f"{key} must be a non-negative integer, got {getattr(self, key)!r}")
+        if not 8 <= self.seq_len <= 512:
+            fail(f"seq_len must be between 8 and 512 (BERT's positions), got {self.seq_len}")
+        if self.launcher == "local" and self.nodes > 1:
+            fail("several nodes need launcher: srun or submit")
+        if self.system == "medtrain":
+            self.hf_padding = None
+            if self.deepspeed is None:
+                fail("medtrain needs deepspeed: a ds_configs/*.json")
+            layout(dataclasses.asdict(self))  # the JSON exists and names a stage (UserError otherwise)
+            return
+        if self.procs * self.nodes != 1:
+            fail("the Hugging Face baselines run one process (procs: 1, nodes: 1)")
+        self.deepspeed = None  # not applicable to the Trainer baseline
+        if self.system == "hf-grouped":
+            self.hf_padding = None
+        elif self.hf_padding is None:
+            self.hf_padding = "longest"  # normalize() may see a configuration it already normalised
+
+
+@dataclasses.dataclass
+class MaxBatchSearch:
+    """`find_max_batch`: per DeepSpeed layout and seq_len, the largest micro-batch (other keys: axes to set)."""
+
+    deepspeed: list[str] = dataclasses.field(
+        default_factory=lambda: [f"ds_configs/zero{stage}.json" for stage in range(4)])
+    seq_len: list[int] = dataclasses.field(default_factory=list)
+    """Default: the matrix's seq_len."""
+    start: int = 8
+    limit: int = 4096
+    step: int = 1
+    """Stop bisecting within this many sequences."""
+    rss_limit_mb: float = 0
+    """CPU: a process above this RSS counts as out of memory (--rss-limit-mb overrides)."""
+
+
+@dataclasses.dataclass
+class Matrix:
+    """A matrix file (benchmarks/README.md): configurations to run, and what else to run."""
+
+    name: str = ""
+    """Default: the file's name."""
+    description: str = ""
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    runs: list[dict[str, Any]] | None = None
+    """Blocks of axis: value or [values]; each block is the product of its lists (default: the defaults alone)."""
+    find_max_batch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scripts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    submit: str = ""
+    """The command template for launcher: submit."""
+    srun_args: list[str] = dataclasses.field(default_factory=list)
+    timeout_s: float = 900
+    data_scale: float = 1.0
+    repeat: int = 1
 
 
 # ----------------------------------------------------------------------------- the matrix
 
 
-def _unknown(keys: set[str], valid: set[str] | dict[str, Any], what: str, path: Path, line: int | None) -> None:
-    for key in sorted(keys - set(valid)):
-        close = difflib.get_close_matches(key, sorted(valid), n=3)
-        hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid: {', '.join(sorted(valid))}"
-        raise UserError(f"unknown {what} {key!r}{hint}", path, line)
-
-
-def load_matrix(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    from medtrain.config import read_yaml
-
+def load_matrix(path: Path) -> tuple[Matrix, dict[str, int]]:
     data, lines = read_yaml(Path(path))
-    _unknown(set(data), MATRIX_KEYS, "matrix key", path, None)
-    data.setdefault("name", Path(path).stem)
-    return data, lines
+    matrix = build_config(Matrix, data, Path(path), lines)
+    matrix.name = matrix.name or Path(path).stem
+    return matrix, lines
 
 
-def expand(matrix: dict[str, Any], path: Path = Path("<matrix>"), lines: dict[str, int] | None = None) -> list[dict]:
+def expand(matrix: Matrix, path: Path = Path("<matrix>"), lines: dict[str, int] | None = None) -> list[dict]:
     """The matrix's configurations: defaults, then each `runs` block's product; duplicates collapse (first kept)."""
     lines = lines or {}
-    defaults = dict(AXES)
-    given = matrix.get("defaults") or {}
-    _unknown(set(given), AXES, "axis", path, lines.get("defaults"))
-    defaults.update(given)
-    blocks = matrix.get("runs")
-    if blocks is None:
-        blocks = [{}] if matrix.get("defaults") else []
-    if not isinstance(blocks, list):
-        raise UserError("`runs` must be a list of blocks (mappings of axis: value or [values])", path,
-                        lines.get("runs"))
+    blocks = matrix.runs if matrix.runs is not None else [{}] if matrix.defaults else []
     configs, seen = [], set()
     for i, block in enumerate(blocks):
-        where = lines.get(f"runs.{i}")
-        if not isinstance(block, dict):
-            raise UserError("each `runs` block must be a mapping of axis: value or [values]", path, where)
-        _unknown(set(block), AXES, "axis", path, where)
+        # each key's line: the block's own, else the default's; "" (the block itself) for a whole-config error
+        where = {k: lines.get(f"defaults.{k}", 0) for k in matrix.defaults}
+        where.update({k: lines.get(f"runs.{i}.{k}", 0) for k in block}, **{"": lines.get(f"runs.{i}", 0)})
         keys = list(block)
         values = [v if isinstance(v, list) else [v] for v in block.values()]
         for combo in itertools.product(*values):
-            cfg = normalize({**defaults, **dict(zip(keys, combo))}, path, where)
+            cfg = normalize({**matrix.defaults, **dict(zip(keys, combo))}, path, where)
             sig = signature(cfg)
             if sig not in seen:
                 seen.add(sig)
@@ -150,60 +204,20 @@ def expand(matrix: dict[str, Any], path: Path = Path("<matrix>"), lines: dict[st
     return configs
 
 
-def normalize(cfg: dict[str, Any], path: Path = Path("<matrix>"), line: int | None = None) -> dict[str, Any]:
-    """Check one configuration and fill what follows from it; UserError names the problem."""
-    cfg = copy.deepcopy(cfg)
+def normalize(cfg: dict[str, Any], path: Path = Path("<matrix>"), lines: dict[str, int] | None = None) -> dict:
+    """Check one configuration (config.build_config: unknown axes and bad values are UserErrors) and fill what
+    follows from it; normalising twice changes nothing."""
+    return dataclasses.asdict(build_config(Axes, cfg, path, {k: v for k, v in (lines or {}).items() if v}))
 
-    def fail(message: str) -> None:
-        raise UserError(f"{label(cfg)}: {message}", path, line)
 
-    if cfg["system"] not in SYSTEMS:
-        fail(f"system must be one of {', '.join(SYSTEMS)}, got {cfg['system']!r}")
-    model = cfg["model"]
-    if isinstance(model, str) and model not in MODELS:
-        fail(f"model must be one of {', '.join(MODELS)} or a mapping of BertConfig fields, got {model!r}")
-    if not isinstance(model, (str, dict)):
-        fail("model must be a name or a mapping of BertConfig fields")
-    vocab = cfg["vocab"]
-    if not (vocab in ("sample", "mbert") or (isinstance(vocab, int) and vocab > 0)):
-        fail(f"vocab must be sample, mbert or a positive number, got {vocab!r}")
-    for key in ("seq_len", "micro_batch", "grad_accum", "procs", "nodes", "measure_steps"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            fail(f"{key} must be a positive integer, got {cfg[key]!r}")
-    for key in ("warmup_steps", "threads", "num_workers", "seed"):
-        if not isinstance(cfg[key], int) or cfg[key] < 0:
-            fail(f"{key} must be a non-negative integer, got {cfg[key]!r}")
-    if not 8 <= cfg["seq_len"] <= 512:
-        fail(f"seq_len must be between 8 and 512 (BERT's positions), got {cfg['seq_len']}")
-    if cfg["precision"] not in PRECISIONS:
-        fail(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
-    if cfg["launcher"] not in LAUNCHERS:
-        fail(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg['launcher']!r}")
-    if cfg["launcher"] == "local" and cfg["nodes"] > 1:
-        fail("several nodes need launcher: srun or submit")
-    if cfg["system"] == "hf-padded" and cfg["hf_padding"] is None:
-        cfg["hf_padding"] = "longest"  # normalize() may see a configuration it already normalised
-    if cfg["hf_padding"] not in ("longest", "max_length", None):
-        fail(f"hf_padding must be longest or max_length, got {cfg['hf_padding']!r}")
-    if not isinstance(cfg["activation_checkpointing"], bool):
-        fail("activation_checkpointing must be true or false")
+def layout(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ZeRO stage and offload that a medtrain configuration's DeepSpeed JSON sets (for the report)."""
+    from medtrain.engine import zero_layout  # imports torch: only once a configuration is checked
+
     if cfg["system"] != "medtrain":
-        if cfg["procs"] * cfg["nodes"] != 1:
-            fail("the Hugging Face baselines run one process (procs: 1, nodes: 1)")
-        cfg.update(HF_IGNORED)
-        if cfg["system"] == "hf-grouped":
-            cfg["hf_padding"] = None
-    else:
-        cfg["hf_padding"] = None
-        if cfg["zero"] not in (0, 1, 2, 3):
-            fail(f"zero must be a ZeRO stage 0-3, got {cfg['zero']!r}")
-        if cfg["offload"] not in OFFLOADS:
-            fail(f"offload must be one of {', '.join(OFFLOADS)}, got {cfg['offload']!r}")
-        if cfg["offload"] != "none" and cfg["zero"] == 0:
-            fail("offload needs ZeRO stage 1, 2 or 3")
-        if cfg["offload"] == "all" and cfg["zero"] != 3:
-            fail("offloading parameters (offload: all) needs ZeRO stage 3")
-    return cfg
+        return {"zero": None, "offload": "none"}
+    stage, offload = zero_layout(REPO / cfg["deepspeed"])
+    return {"zero": stage, "offload": offload}
 
 
 def signature(cfg: dict[str, Any]) -> str:
@@ -212,7 +226,7 @@ def signature(cfg: dict[str, Any]) -> str:
 
 
 def label(cfg: dict[str, Any]) -> str:
-    """A readable one-line name: system model/vocab s<seq> mb<micro> z<stage> precision procs..."""
+    """A readable one-line name: system model/vocab s<seq> mb<micro> <deepspeed JSON's name> precision procs..."""
     model = cfg.get("model")
     model = model if isinstance(model, str) else "custom"
     parts = [str(cfg.get("system")), f"{model}/{cfg.get('vocab')}", f"s{cfg.get('seq_len')}",
@@ -220,9 +234,7 @@ def label(cfg: dict[str, Any]) -> str:
     if cfg.get("grad_accum", 1) != 1:
         parts.append(f"ga{cfg['grad_accum']}")
     if cfg.get("system") == "medtrain":
-        parts.append(f"z{cfg.get('zero')}")
-        if cfg.get("offload") not in (None, "none"):
-            parts.append(f"off-{cfg['offload']}")
+        parts.append(Path(str(cfg.get("deepspeed"))).stem)
     elif cfg.get("hf_padding"):
         parts.append(f"pad-{cfg['hf_padding']}")
     parts.append(str(cfg.get("precision")))
@@ -283,28 +295,22 @@ def shards_for(seq_len: int, scale: float) -> Path:
     return out
 
 
-def ds_config_for(cfg: dict[str, Any]) -> Path:
-    """The shipped ds_configs/*.json for this stage and offload, or one derived from zero<N>.json into the cache."""
-    if cfg.get("ds_config"):
-        return Path(cfg["ds_config"]).resolve()
-    stage, offload = cfg["zero"], cfg["offload"]
-    shipped = {"none": f"zero{stage}.json", "optimizer": f"zero{stage}-offload.json" if stage == 2 else None,
-               "all": "zero3-offload.json" if stage == 3 else None}[offload]
-    if shipped and (DS_CONFIGS / shipped).is_file():
-        return DS_CONFIGS / shipped
-    ds = json.loads((DS_CONFIGS / f"zero{stage}.json").read_text(encoding="utf-8"))
-    zero = ds.setdefault("zero_optimization", {"stage": stage})
-    zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if offload == "all":
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    out = CACHE / "ds_configs" / f"zero{stage}-offload-{offload}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(ds, indent=2) + "\n", encoding="utf-8")
-    return out
+def pretrain_config(cfg: dict[str, Any], shards: Path, vocab: int, out_dir: Path) -> dict[str, Any]:
+    """The pretraining config (medtrain.pretrain.PretrainConfig's keys) whose build() the worker times."""
+    model = model_config(cfg) | ({"vocab_size": vocab} if vocab else {})
+    return {
+        "output_dir": str(out_dir), "deepspeed": str(REPO / cfg["deepspeed"]), "progress": False,
+        "data": {"shards": str(shards), "micro_batch_size": cfg["micro_batch"], "num_workers": cfg["num_workers"]},
+        "model": {"config": model},
+        "train": {"max_steps": cfg["warmup_steps"] + cfg["measure_steps"], "warmup_steps": 0, "schedule": "constant",
+                  "lr": cfg["lr"], "grad_accum": cfg["grad_accum"], "precision": cfg["precision"],
+                  "activation_checkpointing": cfg["activation_checkpointing"], "seed": cfg["seed"], "eval_every": 0},
+    }
 
 
-def resolve(cfg: dict[str, Any], scale: float) -> dict[str, Any]:
-    """What the worker reads: the configuration plus absolute paths and the model's fields."""
+def resolve(cfg: dict[str, Any], scale: float, folder: Path) -> dict[str, Any]:
+    """What the worker reads: the configuration plus absolute paths, the model's fields and, for medtrain, the
+    pretraining config and the stage and offload its DeepSpeed JSON sets."""
     shards = shards_for(cfg["seq_len"], scale)
     vocab = MBERT_VOCAB if cfg["vocab"] == "mbert" else 0 if cfg["vocab"] == "sample" else int(cfg["vocab"])
     data = sample_data(scale)
@@ -312,17 +318,11 @@ def resolve(cfg: dict[str, Any], scale: float) -> dict[str, Any]:
            "tokenizer": str(shards / "tokenizer"),
            "corpora": sorted(str(p) for p in (data / "corpora").glob("*.jsonl"))}
     if cfg["system"] == "medtrain":
-        out["ds_config"] = str(ds_config_for(cfg))
+        out.update(layout(cfg), pretrain=pretrain_config(cfg, shards, vocab, folder / "pretrain"))
     return out
 
 
 # ----------------------------------------------------------------------------- running one configuration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def _cuda() -> bool:
@@ -331,32 +331,29 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def command(cfg: dict[str, Any], run_json: Path, out: Path, matrix: dict[str, Any]) -> list[str] | str:
+def command(cfg: dict[str, Any], run_json: Path, out: Path, matrix: Matrix) -> list[str] | str:
     """The command line for one configuration (a string for the matrix's `submit` template, run by a shell)."""
     script = WORKER if cfg["system"] == "medtrain" else BASELINE
     args = [str(script), "--config", str(run_json), "--out", str(out)]
     if cfg["launcher"] == "srun":
         srun = ["srun", "--nodes", str(cfg["nodes"]), "--ntasks-per-node", str(cfg["procs"])]
-        return [*srun, *[str(a) for a in matrix.get("srun_args", [])], sys.executable, *args]
+        return [*srun, *matrix.srun_args, sys.executable, *args]
     if cfg["launcher"] == "submit":
-        template = matrix.get("submit")
+        template = matrix.submit
         if not template:
             raise UserError("launcher: submit needs a `submit:` command template in the matrix")
         return template.format(python=shlex.quote(sys.executable), script=shlex.quote(str(script)),
                                config=shlex.quote(str(run_json)), out=shlex.quote(str(out)), nodes=cfg["nodes"],
                                procs=cfg["procs"], repo=shlex.quote(str(REPO)),
                                args=" ".join(shlex.quote(a) for a in args))
-    if cfg["procs"] == 1:
-        return [sys.executable, *args]
-    deepspeed = Path(sys.executable).with_name("deepspeed")
-    return [str(deepspeed), "--num_gpus", str(cfg["procs"]), "--master_port", str(_free_port()), *args]
+    return rank_command(script, args[1:], cfg["procs"])
 
 
 def run_folder(work: Path, cfg: dict[str, Any], purpose: str = "matrix") -> Path:
     return work / f"{signature(cfg)}-{purpose}"
 
 
-def run_one(cfg: dict[str, Any], matrix: dict[str, Any], work: Path, timeout: float, scale: float,
+def run_one(cfg: dict[str, Any], matrix: Matrix, work: Path, timeout: float, scale: float,
             purpose: str = "matrix", repeat: int = 0) -> dict[str, Any]:
     """Run one configuration in a fresh process; its result line (status ok, oom, timeout or error)."""
     sig = signature(cfg)
@@ -364,7 +361,7 @@ def run_one(cfg: dict[str, Any], matrix: dict[str, Any], work: Path, timeout: fl
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     run_json, out = folder / "run.json", folder / "result.json"
-    resolved = resolve(cfg, scale)
+    resolved = resolve(cfg, scale, folder)
     run_json.write_text(json.dumps(resolved, indent=1), encoding="utf-8")
     cmd = command(cfg, run_json, out, matrix)
     env = dict(os.environ)
@@ -396,8 +393,8 @@ def run_one(cfg: dict[str, Any], matrix: dict[str, Any], work: Path, timeout: fl
             _kill_group(proc)
             rc, status = None, "timeout"
     wall = time.perf_counter() - started
-    row: dict[str, Any] = {"bench": "train", "matrix": matrix["name"], "id": sig, "name": label(cfg),
-                           "purpose": purpose, "invocation": work.name, "repeat": repeat, "config": cfg,
+    row: dict[str, Any] = {"bench": "train", "matrix": matrix.name, "id": sig, "name": label(cfg),
+                           "purpose": purpose, "invocation": work.name, "repeat": repeat, "config": cfg, **layout(cfg),
                            "time": datetime.datetime.now().isoformat(timespec="seconds"),
                            "wall_s": round(wall, 1), "returncode": rc,
                            "command": cmd if isinstance(cmd, str) else shlex.join(cmd)}
@@ -476,47 +473,50 @@ def search_max_batch(fits, start: int, limit: int, step: int = 1) -> tuple[int, 
     return lo, probed
 
 
-def find_max_batch(matrix: dict[str, Any], base: dict[str, Any], results: Path, work: Path, timeout: float,
-                   scale: float, rss_limit_mb: float | None) -> list[dict[str, Any]]:
-    spec = dict(matrix.get("find_max_batch") or {})
-    _unknown(set(spec) - set(AXES), SEARCH_KEYS, "find_max_batch key", Path(matrix["name"]), None)
+def find_max_batch(matrix: Matrix, base: dict[str, Any], results: Path, work: Path, timeout: float,
+                   scale: float, rss_limit_mb: float | None, path: Path = Path("<matrix>")) -> list[dict[str, Any]]:
+    searched = {f.name for f in dataclasses.fields(MaxBatchSearch)}
+    for key in matrix.find_max_batch:
+        if key not in searched and key not in base:
+            raise UserError(f"find_max_batch.{key}: {unknown_key_message(key, searched | set(base))}", path)
+    given = {k: v if isinstance(v, list) or k not in ("deepspeed", "seq_len") else [v]
+             for k, v in matrix.find_max_batch.items() if k in searched}
+    spec = build_config(MaxBatchSearch, given, path)
     # a probe needs to reach the first optimizer step (Adam states appear there) and one more, not a timing
     axes = {"warmup_steps": 1, "measure_steps": 2,
-            **{k: v for k, v in spec.items() if k in AXES and k not in SEARCH_KEYS}}
-    stages = spec.get("zero", [0, 1, 2, 3])
-    seq_lens = spec.get("seq_len", [base["seq_len"]])
-    limit, start, step = int(spec.get("limit", 4096)), int(spec.get("start", 8)), int(spec.get("step", 1))
-    rss = rss_limit_mb if rss_limit_mb is not None else spec.get("rss_limit_mb", 0)
+            **{k: v for k, v in matrix.find_max_batch.items() if k not in searched}}
+    rss = rss_limit_mb if rss_limit_mb is not None else spec.rss_limit_mb
     cuda = _cuda()
     if not cuda and not rss:
         raise UserError("on CPU, --find-max-batch needs an RSS limit (--rss-limit-mb or find_max_batch.rss_limit_mb):"
                         " CPU memory has no out-of-memory error in practice")
     rows = []
-    for stage in stages if isinstance(stages, list) else [stages]:
-        for seq_len in seq_lens if isinstance(seq_lens, list) else [seq_lens]:
+    for deepspeed in spec.deepspeed:
+        for seq_len in spec.seq_len or [base["seq_len"]]:
             probes = []
+            name = f"{Path(deepspeed).stem} seq_len {seq_len}"
 
             def fits(mb: int) -> bool:
-                cfg = normalize({**base, **axes, "zero": stage, "seq_len": seq_len, "micro_batch": mb,
+                cfg = normalize({**base, **axes, "deepspeed": deepspeed, "seq_len": seq_len, "micro_batch": mb,
                                  "rss_limit_mb": 0 if cuda else rss})
                 row = run_one(cfg, matrix, work, timeout, scale, purpose="max_batch_probe")
                 append(results, row)
                 probes.append({"micro_batch": mb, "status": row["status"], **_memory_brief(row),
                                "tokens_per_s": (row.get("tokens_per_s") or {}).get("median")})
-                print(f"  zero {stage} seq_len {seq_len} micro-batch {mb}: {row['status']}", flush=True)
+                print(f"  {name} micro-batch {mb}: {row['status']}", flush=True)
                 return row["status"] == "ok"
 
-            best, _ = search_max_batch(fits, start, limit, step)
-            template = normalize({**base, **axes, "zero": stage, "seq_len": seq_len})
-            row = {"bench": "max_batch", "matrix": matrix["name"], "name": label(template), "config": template,
-                   "zero": stage, "seq_len": seq_len, "max_micro_batch": best, "limit": limit,
-                   "capped": best >= limit, "rss_limit_mb": None if cuda else rss,
+            best, _ = search_max_batch(fits, spec.start, spec.limit, spec.step)
+            template = normalize({**base, **axes, "deepspeed": deepspeed, "seq_len": seq_len})
+            row = {"bench": "max_batch", "matrix": matrix.name, "name": label(template), "config": template,
+                   **layout(template), "seq_len": seq_len, "max_micro_batch": best, "limit": spec.limit,
+                   "capped": best >= spec.limit, "rss_limit_mb": None if cuda else rss,
                    "criterion": "CUDA out of memory" if cuda else f"RSS of any rank above {rss} MiB",
                    "probes": probes, "time": datetime.datetime.now().isoformat(timespec="seconds")}
             append(results, row)
             rows.append(row)
-            capped = " (the limit)" if best >= limit else ""
-            print(f"zero {stage} seq_len {seq_len}: largest micro-batch {best}{capped}")
+            capped = " (the limit)" if best >= spec.limit else ""
+            print(f"{name}: largest micro-batch {best}{capped}")
     return rows
 
 
@@ -533,8 +533,8 @@ def _memory_brief(row: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- other scripts (data.yaml)
 
 
-def run_scripts(matrix: dict[str, Any], results: Path, timeout: float) -> None:
-    for item in matrix.get("scripts") or []:
+def run_scripts(matrix: Matrix, results: Path, timeout: float) -> None:
+    for item in matrix.scripts:
         script = REPO / item["script"]
         args = [str(a) for a in item.get("args", [])]
         cmd = [sys.executable, str(script), *args]
@@ -546,7 +546,7 @@ def run_scripts(matrix: dict[str, Any], results: Path, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             rc = None
-        append(results, {"bench": "script", "matrix": matrix["name"], "script": item["script"], "args": args,
+        append(results, {"bench": "script", "matrix": matrix.name, "script": item["script"], "args": args,
                          "returncode": rc, "status": "ok" if rc == 0 else "timeout" if rc is None else "error",
                          "wall_s": round(time.perf_counter() - started, 1),
                          "results": "the script appends its own lines to "
@@ -605,33 +605,33 @@ def _main(args: argparse.Namespace) -> int:
     configs = expand(matrix, args.matrix, lines)
     if args.only:
         configs = [c for c in configs if any(o in label(c) or o in signature(c) for o in args.only)]
-    timeout = float(args.timeout or matrix.get("timeout_s", 900))
-    scale = float(matrix.get("data_scale", 1.0))
-    results = results_path(args.out, matrix["name"])
+    timeout = float(args.timeout or matrix.timeout_s)
+    scale = matrix.data_scale
+    results = results_path(args.out, matrix.name)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    work = CACHE / "runs" / f"{matrix['name']}-{stamp}"
+    work = CACHE / "runs" / f"{matrix.name}-{stamp}"
 
     if args.dry_run:
         for cfg in configs:
             folder = run_folder(work, cfg)
             cmd = command(cfg, folder / "run.json", folder / "result.json", matrix)
             print(f"{signature(cfg)}  {label(cfg)}\n    {cmd if isinstance(cmd, str) else shlex.join(cmd)}")
-        if matrix.get("find_max_batch"):
-            print(f"find_max_batch: {matrix['find_max_batch']}")
-        for item in matrix.get("scripts") or []:
+        if matrix.find_max_batch:
+            print(f"find_max_batch: {matrix.find_max_batch}")
+        for item in matrix.scripts:
             print(f"script: {item['script']} {' '.join(map(str, item.get('args', [])))}")
         return 0
 
-    print(f"{matrix['name']}: results appended to {results}; logs in {work}", flush=True)
+    print(f"{matrix.name}: results appended to {results}; logs in {work}", flush=True)
     if args.find_max_batch:
-        if not matrix.get("find_max_batch"):
+        if not matrix.find_max_batch:
             raise UserError("this matrix has no find_max_batch section", args.matrix)
-        base = normalize({**AXES, **(matrix.get("defaults") or {}), "system": "medtrain"}, args.matrix)
-        find_max_batch(matrix, base, results, work, timeout, scale, args.rss_limit_mb)
+        base = normalize({**matrix.defaults, "system": "medtrain"}, args.matrix)
+        find_max_batch(matrix, base, results, work, timeout, scale, args.rss_limit_mb, args.matrix)
     else:
         run_scripts(matrix, results, timeout)
         total = time.perf_counter()
-        repeats = int(args.repeat or matrix.get("repeat", 1))
+        repeats = int(args.repeat or matrix.repeat)
         for repeat in range(repeats):
             for i, cfg in enumerate(configs, 1):
                 print(f"[{i}/{len(configs)}{f' run {repeat + 1}/{repeats}' if repeats > 1 else ''}] {label(cfg)}",

@@ -3,9 +3,10 @@
     python benchmarks/worker.py --config RUN.json --out RESULT.json                 # one process
     deepspeed --num_gpus 2 benchmarks/worker.py --config RUN.json --out RESULT.json # several (also srun, mpirun)
 
-It builds what medtrain/pretrain.py builds, with medtrain's own functions and in the same order (dist -> data
--> model -> engine), then times `warmup_steps` + `measure_steps` optimizer steps; no checkpoints, no evaluation,
-no monitor. RUN.json is one resolved configuration written by run.py (paths already absolute). Rank 0 writes
+It times the objects `medtrain.pretrain.build()` returns (the same engine, loader and model a pretraining run
+trains with, from the pretraining config in RUN.json's `pretrain` section): `warmup_steps` + `measure_steps`
+optimizer steps; no checkpoints, no evaluation, nothing logged. RUN.json is one resolved configuration written
+by run.py (paths already absolute). Rank 0 writes
 RESULT.json; a rank that runs out of memory (CUDA OOM, or its RSS above `rss_limit_mb`) writes
 RESULT.rank<k>.json with status "oom" and exits, so the runner records the configuration and goes on.
 
@@ -195,31 +196,18 @@ def cpu_threads(cfg: dict[str, Any], world_on_node: int) -> int:
 # ----------------------------------------------------------------------------- memory estimates
 
 
-def model_states_estimates(total_params: int, largest_layer: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    """DeepSpeed's analytic estimate for this stage and offload, and our own, in bytes.
+def model_states_estimates(model: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """DeepSpeed's analytic estimate for this stage and offload (medtrain.engine), and our own, in bytes.
 
-    DeepSpeed's `estimate_zero{2,3}_model_states_mem_needs` (the functions behind the `..._all_live` /
-    `..._all_cold` printers, which print a table and return nothing) assume mixed precision (16-bit weights and
-    gradients, fp32 master weights and Adam states); stage 2's is used for stage 1 as well (it then undercounts
-    the gradients, which stage 1 does not partition) and there is none for stage 0. "device" is per GPU (per
-    rank on CPU, where device memory is host memory), "host" per node. Ours follows the run's precision:
-    16-bit runs keep an fp32 master copy, fp32 runs do not.
+    DeepSpeed's assumes mixed precision (16-bit weights and gradients, fp32 master weights and Adam states) and
+    has none for stage 0. "device" is per GPU (per rank on CPU, where device memory is host memory), "host" per
+    node. Ours follows the run's precision: 16-bit runs keep an fp32 master copy, fp32 runs do not.
     """
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    from medtrain.engine import model_states_estimate
 
     procs, nodes, stage, offload = cfg["procs"], cfg["nodes"], cfg["zero"], cfg["offload"]
-    ds: dict[str, Any] | None = None
-    if stage in (1, 2):
-        host, device = estimate_zero2_model_states_mem_needs(total_params, procs, nodes,
-                                                              cpu_offload=offload != "none")
-        ds = {"function": "estimate_zero2_model_states_mem_needs", "device": device, "host": host}
-    elif stage == 3:
-        host, device, _ = estimate_zero3_model_states_mem_needs(
-            total_params, largest_layer, procs, nodes, cpu_offload=offload != "none",
-            cpu_offload_params=offload == "all", zero_init=False)
-        ds = {"function": "estimate_zero3_model_states_mem_needs", "device": device, "host": host}
-
+    found = model_states_estimate(model, stage, offload, procs, nodes)
+    total_params, largest_layer = found.pop("total_params"), found.pop("largest_layer_params")
     world = procs * nodes
     p, part = total_params, total_params / world
     w = 2 if cfg["precision"] in ("bf16", "fp16") else 4  # weights and gradients
@@ -236,7 +224,8 @@ def model_states_estimates(total_params: int, largest_layer: int, cfg: dict[str,
             weights = w * largest_layer
     device_b, host_b = weights + grads + states, host * procs
     ours = {"device": int(device_b), "host": int(host_b), "precision": cfg["precision"]}
-    return {"total_params": total_params, "largest_layer_params": largest_layer, "ds": ds, "analytic": ours}
+    return {"total_params": total_params, "largest_layer_params": largest_layer,
+            "ds": found if found["function"] else None, "analytic": ours}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -247,18 +236,13 @@ def run(cfg: dict[str, Any], out: Path) -> int:
 
     from flops import FORMULA, BertShape, train_step_flops
     from medtrain import dist
-    from medtrain.data.masking import MaskingConfig
-    from medtrain.data.shards import read_manifest
-    from medtrain.data.stream import build_train_loader
-    from medtrain.engine import EngineSpec, initialize
-    from medtrain.model import ModelConfig, build_model
-    from medtrain.pretrain import build_masker
+    from medtrain.config import build_config
+    from medtrain.pretrain import PretrainConfig, build
 
     started = time.perf_counter()
-    # 1. Who am I: as pretrain.py (gloo on CPU, nccl on GPUs).
     info = dist.discover()
     torch.set_num_threads(cpu_threads(cfg, info.local_world_size))
-    state: dict[str, Any] = {"phase": "init"}
+    state: dict[str, Any] = {"phase": "build"}
 
     def oom(kind: str, detail: str) -> None:
         write_json(rank_file(out, info.rank), {"status": "oom", "oom_kind": kind, "detail": detail,
@@ -271,45 +255,23 @@ def run(cfg: dict[str, Any], out: Path) -> int:
     if cfg.get("rss_limit_mb"):
         watchdog = RssWatchdog(cfg["rss_limit_mb"], lambda rss: oom("rss_limit", f"RSS {rss:.1f} MiB > "
                                                                               f"{cfg['rss_limit_mb']} MiB"))
-    dist.init_process_group(info)
-    phases = {"process_group": time.perf_counter() - started}
     cuda = torch.cuda.is_available()
-    rss_base_mb = proc_status_kb("VmRSS") / 1024  # after imports and the process group: what the run adds is above
+    rss_base_mb = proc_status_kb("VmRSS") / 1024  # after imports: what the run adds is above
     try:
-        # 2. Data: the packed shards, this rank's slice of the stream, masking in the loader workers.
-        shards = Path(cfg["shards"])
-        manifest = read_manifest(shards)
-        masker = build_masker(MaskingConfig(), manifest, shards)
-        loader = build_train_loader(shards, cfg["micro_batch"], info.rank, info.world_size, seed=cfg["seed"],
-                                    num_workers=cfg["num_workers"], masker=masker)
-        # 3. Model: the vocabulary may be larger than the shards' (mBERT's, for its head and embedding cost).
-        vocab = max(int(cfg["vocab_size"]), manifest.vocab_size)
-        phases["data"] = time.perf_counter() - started - sum(phases.values())
-        torch.manual_seed(cfg["seed"])
-        state["phase"] = "model"
-        model = build_model(ModelConfig(config=dict(cfg["model_config"])), vocab, cfg["activation_checkpointing"])
-        from deepspeed.runtime.zero.stage3 import model_to_params
-
-        total_params, largest_layer = model_to_params(model)
-        estimates = model_states_estimates(total_params, largest_layer, cfg)
-        # 4. Engine: DeepSpeed ZeRO through medtrain's engine.py (the JSON written by run.py picks stage and offload).
-        steps = cfg["warmup_steps"] + cfg["measure_steps"]
-        spec = EngineSpec(ds_config=Path(cfg["ds_config"]), micro_batch_size=cfg["micro_batch"],
-                          grad_accum=cfg["grad_accum"], lr=cfg["lr"], warmup_steps=0, max_steps=steps,
-                          schedule="constant", precision=cfg["precision"])
-        state["phase"] = "engine"
-        phases["model"] = time.perf_counter() - started - sum(phases.values())
-        engine = initialize(model, spec, info.world_size)
-        torch.manual_seed(cfg["seed"] * 1000 + info.rank + 1)
+        # What pretraining builds, in its order (dist -> data -> model -> engine -> checkpoint -> monitor), from
+        # the pretraining config run.py wrote; nothing is evaluated, saved or logged while timing.
+        built = build(build_config(PretrainConfig, cfg["pretrain"]), info)
+        engine, manifest = built.engine, built.manifest
+        estimates = model_states_estimates(built.model, cfg)
         if cuda:
             torch.cuda.synchronize()
         setup_s = time.perf_counter() - started
-        phases["engine"] = setup_s - sum(phases.values())
+        steps = cfg["warmup_steps"] + cfg["measure_steps"]
 
         # The loop: like pretrain.py's, timed.
         state["phase"] = "steps"
-        shape = BertShape.from_config(cfg["model_config"], vocab)
-        batches = iter(loader)
+        shape = BertShape.from_config(cfg["model_config"], built.model.mlm.config.vocab_size)
+        batches = iter(built.loader)
         step_times, waits, masked_per_step, losses = [], [], [], []
         first_step_s = None
         previous = time.perf_counter()
@@ -382,8 +344,7 @@ def run(cfg: dict[str, Any], out: Path) -> int:
             "tokens_per_step": tokens_step,
             "first_step_s": first_step_s,
             "setup_s": setup_s,
-            "setup_phases_s": {"imports": round(started - PROCESS_START, 2),
-                               **{k: round(v, 2) for k, v in phases.items()}},
+            "setup_phases_s": {"imports": round(started - PROCESS_START, 2), "build": round(setup_s, 2)},
             "data_wait_fraction": max(r["data_wait_s"] for r in ranks) / sum(step_time) if step_time else None,
             "masked_fraction": sum(r["masked_tokens"] for r in ranks) / (tokens_step * len(step_time)),
             "final_loss": mine["final_loss"],
@@ -405,6 +366,7 @@ def run(cfg: dict[str, Any], out: Path) -> int:
             result["flops"]["mfu"] = model_flops / measured / (peak["peak_flops"] * world)
             result["flops"]["hfu"] = hw_flops / measured / (peak["peak_flops"] * world)
         write_json(out, result)
+    built.monitor.close()
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return 0

@@ -2,7 +2,7 @@
 
     python launchers/pretrain.py CONFIG [k=v ...] --nodes 2 --gpus-per-node 4 --partition gpu --time 1440
 
-A thin front end over medtrain.grid.pretrain_job.submit_pretrain; `--help` explains every option.
+A thin front end over medtrain.cluster.pretrain_job.submit_pretrain; `--help` explains every option.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from medtrain.cli import run
+from medtrain.cluster.resources import PRETRAIN, SlurmResources
 from medtrain.errors import UserError
 
 DESCRIPTION = """\
@@ -27,7 +28,7 @@ EPILOG = """\
 examples:
   python launchers/pretrain.py pretrain.yaml output_dir=/shared/runs/mbert-med \\
       --nodes 2 --gpus-per-node 4 --cpus-per-task 8 --partition gpu --time 1440
-  python launchers/pretrain.py demo-pretrain data.shards=demo/data/shards \\
+  python launchers/pretrain.py demo-pretrain data.shards=demo/study/shards \\
       --gpus-per-node 0 --tasks-per-node 2 --partition debug --time 30 --slurm exclude=node07
 
 Compute nodes need no internet: the model, tokenizer and shards come from paths in the config, which must
@@ -57,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--slurm", action="append", default=[], metavar="NAME[=VALUE]",
                        help="any other submitit SLURM parameter (an sbatch option with underscores), repeatable: "
                             "--slurm exclude=node07 --slurm exclusive; a misspelt name lists the valid ones")
-    slurm.add_argument("--signal-delay", type=int, default=300, metavar="S",
+    slurm.add_argument("--signal-delay", type=int, default=PRETRAIN["signal_delay_s"], metavar="S",
                        help="seconds before the time limit that SIGUSR2 asks for a checkpoint (default %(default)s)")
-    slurm.add_argument("--max-timeouts", type=int, default=10, metavar="K",
+    slurm.add_argument("--max-timeouts", type=int, default=PRETRAIN["max_timeouts"], metavar="K",
                        help="requeues after reaching the time limit before giving up (default %(default)s)")
     slurm.add_argument("--folder", type=Path, metavar="DIR",
                        help="submitit's pickles and logs, on shared storage (default OUTPUT_DIR/slurm)")
@@ -78,16 +79,22 @@ def parse_slurm_options(items: list[str]) -> dict[str, str | bool]:
     return options
 
 
-def submit(args: argparse.Namespace) -> int:
-    from medtrain.grid.pretrain_job import submit_pretrain
+def resources(args: argparse.Namespace) -> SlurmResources:
+    """The flags as the one resources dataclass that every SLURM job of medtrain takes."""
+    try:
+        return SlurmResources(
+            nodes=args.nodes, tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
+            partition=args.partition, time_min=args.time, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+            account=args.account, qos=args.qos, constraint=args.constraint, signal_delay_s=args.signal_delay,
+            max_timeouts=args.max_timeouts, extra=parse_slurm_options(args.slurm))
+    except ValueError as exc:
+        raise UserError(f"resources: {exc}") from None
 
-    submission = submit_pretrain(
-        args.config, args.overrides, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-        tasks_per_node=args.tasks_per_node, partition=args.partition, time_min=args.time,
-        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, account=args.account, qos=args.qos,
-        constraint=args.constraint, slurm=parse_slurm_options(args.slurm), folder=args.folder,
-        signal_delay_s=args.signal_delay, max_timeouts=args.max_timeouts,
-    )
+
+def submit(args: argparse.Namespace) -> int:
+    from medtrain.cluster.pretrain_job import submit_pretrain
+
+    submission = submit_pretrain(args.config, args.overrides, resources(args), folder=args.folder)
     print(f"submitted job {submission.job_id}: {submission.ranks} ranks on {args.nodes} node(s)")
     print(f"run folder:  {submission.output_dir}")
     print(f"logs:        {submission.log_folder}/{submission.job_id}_0_log.out (and .err; one pair per rank)")

@@ -116,15 +116,3 @@ def resume(engine: Any, ckpt_dir: Path, rank: int, world_size: int) -> dict[str,
     set_rng_state(torch.load(_rank_file(folder, rank, ".rng.pt"), weights_only=False))
     return state
 
-
-def gather_full_state(engine: Any) -> dict[str, torch.Tensor] | None:
-    """Collective: the full model state as fp32 CPU tensors on rank 0 (None elsewhere), ZeRO-3 included."""
-    import deepspeed
-
-    module = engine.module
-    params = list(module.parameters())
-    state = None
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        if engine.global_rank == 0:
-            state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
-    return state

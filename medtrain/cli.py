@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medtrain.errors import EXIT_USER_ERROR, UserError
+from medtrain.errors import run_reporting_errors
 
 if TYPE_CHECKING:  # imported where used: it pulls in torch
     from medtrain.grid.spec import Grid
@@ -58,14 +58,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from medtrain.config import load_config
-    from medtrain.finetune import FinetuneConfig, finetune
+    from medtrain.finetune import FinetuneConfig
+    from medtrain.finetune.run import finetune
 
     return finetune(load_config(FinetuneConfig, args.config, args.overrides))
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from medtrain.analyze import AnalyzeConfig, analyze
     from medtrain.config import load_config
+    from medtrain.study.analysis import AnalyzeConfig, analyze
 
     cfg = load_config(AnalyzeConfig, args.config, args.overrides)
     analyze(cfg)
@@ -80,13 +81,15 @@ def _load_grid(args: argparse.Namespace) -> Grid:
 
 
 def _cmd_grid_submit(args: argparse.Namespace) -> int:
-    from medtrain.grid.status import format_status, grid_status
+    from medtrain.grid.status import FAILED, format_status, grid_status
     from medtrain.grid.submit import submit_grid
 
     grid = _load_grid(args)
     submit_grid(grid)
     if grid.spec.executor == "local":
-        print(format_status(grid_status(grid)))
+        statuses = grid_status(grid)
+        print(format_status(statuses))
+        return 1 if any(s.state == FAILED for s in statuses) else 0  # the table above says which and why
     return 0
 
 
@@ -116,7 +119,11 @@ def _print_results(folder: Path) -> int:
 
 
 def _cmd_grid_results(args: argparse.Namespace) -> int:
-    return _print_results(_load_grid(args).grid_dir)
+    from medtrain.grid.tensorboard import link_runs
+
+    grid = _load_grid(args)
+    link_runs(grid)
+    return _print_results(grid.grid_dir)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
@@ -125,7 +132,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from medtrain.config import load_config
-    from medtrain.study import StudyConfig, run_study
+    from medtrain.study.config import StudyConfig
+    from medtrain.study.run import run_study
 
     return run_study(load_config(StudyConfig, args.config, args.overrides))
 
@@ -240,14 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None, parser_factory: Callable[[], argparse.ArgumentParser] = build_parser) -> int:
     """Parse and run; a UserError becomes one line on stderr and exit status 2."""
     args = parser_factory().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"error: {exc.format()}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: args.func(args))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

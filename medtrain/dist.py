@@ -12,8 +12,8 @@ The one module that reads launcher environment variables. `discover()` turns the
   script that runs python without srun is one process: rank 0 of 1.
 - "single": no launcher, rank 0 of 1.
 
-`init_process_group()` exports the torch variables and initialises torch.distributed through DeepSpeed, so
-every launcher takes the same env:// path afterwards.
+`export_torch_env()` writes a DistInfo back as the torch variables, so that `medtrain.engine.init_process_group`
+takes the same env:// path whichever launcher started the run. Nothing here imports torch or DeepSpeed.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from medtrain.errors import UserError
+from medtrain.io import free_port
 
 # srun steps get 20000 + job id % 10000: below Linux's ephemeral range (32768+), so no random clash.
 SLURM_PORT_BASE, SLURM_PORT_SPAN = 20000, 10000
@@ -84,49 +84,6 @@ def export_torch_env(info: DistInfo) -> None:
     )
 
 
-def init_process_group(info: DistInfo, backend: str | None = None) -> None:
-    """Join the process group: "nccl" with CUDA, else "gloo"; each rank on its own GPU when there are GPUs.
-
-    One path for every launcher: export the env ourselves, then DeepSpeed initialises torch.distributed with
-    env:// (no MPI discovery of its own; we did that already).
-    """
-    import deepspeed
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.set_device(_cuda_device(info.local_rank, torch.cuda.device_count()))
-    export_torch_env(info)
-    deepspeed.init_distributed(
-        dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-        auto_mpi_discovery=False,
-        verbose=False,
-    )
-    _unlink_shm_buffer(info)
-
-
-def _unlink_shm_buffer(info: DistInfo) -> None:
-    """DeepSpeed's CPU shared-memory all-reduce gives each rank a ~50 MB /dev/shm buffer that every other rank on
-    the node maps during init_distributed, and never unlinks it: each run left them behind (19 GB of RAM after a
-    day of tests). Once all ranks are past init (the barrier), the names can go; the mappings stay valid."""
-    import torch.distributed
-
-    buffer = Path("/dev/shm") / "_".join(("deepspeed_allreduce_buffer", str(os.getuid()), os.environ["MASTER_ADDR"],
-                                          os.environ["MASTER_PORT"], str(info.rank)))
-    if not buffer.exists():
-        return
-    torch.distributed.barrier()
-    buffer.unlink(missing_ok=True)
-
-
-def _cuda_device(local_rank: int, device_count: int) -> int:
-    """One visible GPU (e.g. srun --gpus-per-task=1) is every rank's device 0; else the local rank's."""
-    if device_count == 1:
-        return 0
-    if local_rank >= device_count:
-        raise UserError(f"LOCAL_RANK={local_rank} but only {device_count} GPUs are visible: start fewer ranks per node")
-    return local_rank
-
-
 def _from_torch_env(env: Mapping[str, str]) -> DistInfo:
     names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", _name(env, "LOCAL_WORLD_SIZE", "LOCAL_SIZE"))
     rank, world_size = _int(env, "RANK"), _int(env, "WORLD_SIZE")
@@ -159,7 +116,7 @@ def _from_mpi(env: Mapping[str, str], bcast: Broadcast) -> DistInfo:
     else:
         # Every rank proposes; only rank 0's proposal (its host, a port free there) is kept.
         host = LOCALHOST if world_size == local_world_size else socket.gethostname()
-        master = bcast((host, _port(env) if "MASTER_PORT" in env else _free_port()))
+        master = bcast((host, _port(env) if "MASTER_PORT" in env else free_port()))
     return DistInfo(rank, local_rank, world_size, local_world_size, master[0], master[1], "mpi")
 
 
@@ -271,7 +228,7 @@ def _master_port(env: Mapping[str, str], world_size: int) -> int:
         return _port(env)
     if world_size > 1:
         raise UserError("MASTER_PORT is not set: the launcher must name rank 0's port when WORLD_SIZE > 1")
-    return _free_port()
+    return free_port()
 
 
 def _port(env: Mapping[str, str]) -> int:
@@ -279,12 +236,6 @@ def _port(env: Mapping[str, str]) -> int:
     if not 0 < port < 65536:
         raise UserError(f"MASTER_PORT={port} is not a TCP port (1-65535)")
     return port
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def _name(env: Mapping[str, str], *names: str) -> str:

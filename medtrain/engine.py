@@ -1,6 +1,8 @@
-"""The one place that assembles the DeepSpeed config and calls `deepspeed.initialize`.
+"""The only module that imports DeepSpeed: process group, config assembly, `deepspeed.initialize`,
+ZeRO gathering for export, and DeepSpeed's memory estimates (for the benchmarks).
 
-A `ds_configs/*.json` file chooses the ZeRO stage and offload. Batch sizes, accumulation, learning
+Behind these few functions the rest of medtrain takes plain values, and a DeepSpeed upgrade touches one
+file. A `ds_configs/*.json` file chooses the ZeRO stage and offload. Batch sizes, accumulation, learning
 rate, schedule, clipping and precision come from medtrain's config and are filled in here, so one JSON
 works for any run. A JSON that sets one of those values differently is a contradiction, caught
 before training with a message naming both values.
@@ -12,11 +14,14 @@ import copy
 import dataclasses
 import json
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from medtrain.dist import DistInfo, export_torch_env
 from medtrain.errors import UserError
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -65,8 +70,20 @@ def load_ds_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _offloads_optimizer(zero: dict[str, Any]) -> bool:
-    return str(zero.get("offload_optimizer", {}).get("device", "none")) not in ("none", "None")
+def _offloads(zero: dict[str, Any], what: str) -> bool:
+    return str(zero.get(what, {}).get("device", "none")) not in ("none", "None")
+
+
+Offload = Literal["none", "optimizer", "all"]
+
+
+def zero_layout(ds_config: Path) -> tuple[int, Offload]:
+    """The ZeRO stage and what a DeepSpeed JSON offloads to the CPU (none, optimizer, or all: parameters too)."""
+    zero = load_ds_json(ds_config).get("zero_optimization", {"stage": 0})
+    offload: Offload = "none"
+    if _offloads(zero, "offload_optimizer"):
+        offload = "all" if _offloads(zero, "offload_param") else "optimizer"
+    return int(zero.get("stage", 0)), offload
 
 
 def build_ds_config(spec: EngineSpec, world_size: int) -> dict[str, Any]:
@@ -98,13 +115,50 @@ def build_ds_config(spec: EngineSpec, world_size: int) -> dict[str, Any]:
     zero = ds.setdefault("zero_optimization", {"stage": 0})
     if zero.get("stage", 0) not in (0, 1, 2, 3):
         raise UserError(f"zero_optimization.stage must be 0-3, got {zero.get('stage')!r}", spec.ds_config)
-    if _offloads_optimizer(zero):
+    if _offloads(zero, "offload_optimizer"):
         # Offloaded optimizer states need DeepSpeed's own CPU Adam, built from this section.
         ds["optimizer"] = {"type": "AdamW", "params": {"lr": spec.lr, "betas": list(spec.betas), "eps": spec.eps,
                                                        "weight_decay": spec.weight_decay}}
     ds.setdefault("steps_per_print", 10**9)  # medtrain's monitor logs; keep DeepSpeed quiet
     ds.setdefault("wall_clock_breakdown", False)
     return ds
+
+
+def init_process_group(info: DistInfo, backend: str | None = None) -> None:
+    """Join the process group: "nccl" with CUDA, else "gloo"; each rank on its own GPU when there are GPUs.
+
+    One path for every launcher: export the env ourselves (dist.discover() already found rank 0, MPI
+    included), then DeepSpeed initialises torch.distributed with env:// and no MPI discovery of its own.
+    """
+    import deepspeed
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(_cuda_device(info.local_rank, torch.cuda.device_count()))
+    export_torch_env(info)
+    deepspeed.init_distributed(dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"),
+                               auto_mpi_discovery=False, verbose=False)
+    _unlink_shm_buffer(info)
+
+
+def _cuda_device(local_rank: int, device_count: int) -> int:
+    """One visible GPU (e.g. srun --gpus-per-task=1) is every rank's device 0; else the local rank's."""
+    if device_count == 1:
+        return 0
+    if local_rank >= device_count:
+        raise UserError(f"LOCAL_RANK={local_rank} but only {device_count} GPUs are visible: start fewer ranks per node")
+    return local_rank
+
+
+def _unlink_shm_buffer(info: DistInfo) -> None:
+    """DeepSpeed's CPU shared-memory all-reduce gives each rank a ~50 MB /dev/shm buffer that every other rank on
+    the node maps during init_distributed, and never unlinks it: each run left them behind (19 GB of RAM after a
+    day of tests). Once all ranks are past init (the barrier), the names can go; the mappings stay valid."""
+    buffer = Path("/dev/shm") / "_".join(("deepspeed_allreduce_buffer", str(os.getuid()), info.master_addr,
+                                          str(info.master_port), str(info.rank)))
+    if not buffer.exists():
+        return
+    torch.distributed.barrier()
+    buffer.unlink(missing_ok=True)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -135,3 +189,46 @@ def initialize(model: torch.nn.Module, spec: EngineSpec, world_size: int) -> Any
         model=model, model_parameters=_param_groups(model, spec.weight_decay), optimizer=optimizer,
         lr_scheduler=schedule, config=ds_config, dist_init_required=False)
     return engine
+
+
+def gather_full_state(engine: Any) -> dict[str, torch.Tensor] | None:
+    """Collective: the full model state as fp32 CPU tensors on rank 0 (None elsewhere), ZeRO-3 included."""
+    import deepspeed
+
+    module = engine.module
+    state = None
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        if engine.global_rank == 0:
+            state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
+    return state
+
+
+def model_states_estimate(model: torch.nn.Module, stage: int, offload: Offload, procs: int,
+                          nodes: int) -> dict[str, Any]:
+    """DeepSpeed's analytic model-states memory for this layout, in bytes ("device" per GPU, "host" per node).
+
+    DeepSpeed's `estimate_zero{2,3}_model_states_mem_needs` (behind the `..._all_live` printers) assume mixed
+    precision; stage 2's serves stage 1 too (it undercounts the gradients, which stage 1 does not partition)
+    and there is none for stage 0 (function None).
+    """
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    def numel(params: Iterable[torch.nn.Parameter]) -> int:
+        """Full sizes, also once ZeRO-3 has partitioned them (`ds_numel`); tied weights once."""
+        return sum({id(p): getattr(p, "ds_numel", p.numel()) for p in params}.values())
+
+    # what DeepSpeed's model_to_params counts, which reads 0 for a model already wrapped by ZeRO-3
+    total_params = numel(model.parameters())
+    largest_layer = max(numel(m.parameters(recurse=False)) for m in model.modules())
+    out: dict[str, Any] = {"total_params": total_params, "largest_layer_params": largest_layer, "function": None}
+    if stage in (1, 2):
+        host, device = estimate_zero2_model_states_mem_needs(total_params, procs, nodes,
+                                                              cpu_offload=offload != "none")
+        out.update(function="estimate_zero2_model_states_mem_needs", device=device, host=host)
+    elif stage == 3:
+        host, device, _ = estimate_zero3_model_states_mem_needs(
+            total_params, largest_layer, procs, nodes, cpu_offload=offload != "none",
+            cpu_offload_params=offload == "all", zero_init=False)
+        out.update(function="estimate_zero3_model_states_mem_needs", device=device, host=host)
+    return out

@@ -7,9 +7,12 @@ problem is, never the offending clinical text itself.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from os import PathLike
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -27,3 +30,17 @@ class UserError(Exception):
             return self.message
         where = self.path if self.line is None else f"{self.path}:{self.line}"
         return f"{where}: {self.message}"
+
+
+def run_reporting_errors(job: Callable[[], int | None]) -> int:
+    """Run an entry point's job and return its exit status: a UserError becomes one `error: ...` line on stderr
+    and status 2, Ctrl-C status 130. Shared by the `medtrain` command and the script entries (pretrain.py under
+    deepspeed, mpirun, srun), which must answer bad input the same way without importing each other."""
+    try:
+        return int(job() or 0)
+    except UserError as exc:
+        print(f"error: {exc.format()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -10,7 +10,6 @@ model that `transformers` loads as is.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
+from medtrain.config import unknown_key_message
 from medtrain.errors import UserError
 from medtrain.io import replace_dir_atomic
 
@@ -37,7 +37,8 @@ class ModelConfig:
     """Local Hugging Face BERT directory (e.g. a downloaded bert-base-multilingual-cased) to continue from."""
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """BertConfig fields for a model built from scratch, e.g. {hidden_size: 256, num_hidden_layers: 4}.
-    vocab_size comes from the tokenizer; the rest default to BERT-base values."""
+    vocab_size comes from the tokenizer (a larger one is kept: spare rows, or a vocabulary's cost, as the
+    benchmarks model mBERT's); the rest default to BERT-base values."""
     tokenizer: Path | None = None
     """Tokenizer folder exported beside the model; defaults to `init`, else the shards' tokenizer."""
 
@@ -48,9 +49,7 @@ class ModelConfig:
         valid = set(BertConfig().to_dict())
         for key in self.config:
             if key not in valid:
-                close = difflib.get_close_matches(key, sorted(valid), n=3)
-                hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(f"model.config.{key} is not a BertConfig field{hint}")
+                raise ValueError(f"model.config.{key}: {unknown_key_message(key, valid, what='BertConfig field')}")
 
 
 class MaskedLM(nn.Module):
@@ -77,6 +76,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, activation_checkpointing: boo
             raise UserError(f"model vocabulary ({mlm.config.vocab_size}) is smaller than the shards' "
                             f"tokenizer ({vocab_size}): prepare the shards with this model's tokenizer", cfg.init)
     else:
+        vocab_size = max(vocab_size, int(cfg.config.get("vocab_size", 0)))
         mlm = BertForMaskedLM(BertConfig(**{**cfg.config, "vocab_size": vocab_size}))
     if activation_checkpointing:
         mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -85,11 +85,17 @@ def build_model(cfg: ModelConfig, vocab_size: int, activation_checkpointing: boo
 
 def load_pretrained(model_class: Any, path: Path, **kwargs: Any) -> Any:
     """`model_class.from_pretrained` on a local folder only, without transformers' "Loading weights" bars
-    (one per load: a grid of runs would print hundreds)."""
+    and its "LOAD REPORT" table (one each per load: a grid would print hundreds). The report lists weights
+    that are new, which a fine-tuning head always is; callers that care ask for `output_loading_info`."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    return model_class.from_pretrained(str(path), local_files_only=True, **kwargs)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return model_class.from_pretrained(str(path), local_files_only=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _load_local(path: Path) -> BertForMaskedLM:

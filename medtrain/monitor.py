@@ -1,5 +1,9 @@
 """What a run reports: TensorBoard scalars, `history.jsonl` and a progress bar, on rank 0 only.
 
+Names follow the Hugging Face Trainer's, so TensorBoard views and scripts users already have keep working:
+`monitor.log(step, "train", {"loss": ..., "learning_rate": ...})` writes the scalars `train/loss` and
+`train/learning_rate`, and the history line `{"step": step, "train/loss": ..., "train/learning_rate": ...}`.
+
 On resume from step N, history lines after N and TensorBoard events after N (written before the kill
 but not covered by the checkpoint) are dropped, so a resumed run's record equals an uninterrupted one.
 Only numbers are logged: never text from the corpora.
@@ -8,12 +12,25 @@ Only numbers are logged: never text from the corpora.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from medtrain.io import write_text_atomic
 
 HISTORY = "history.jsonl"
+MiB = 1 << 20
+BAR_FIELDS = ("loss", "learning_rate", "tokens_per_second")  # the few numbers worth a glance in the bar
+
+
+def memory_mb(cuda: bool) -> float:
+    """`train/memory_mb`: the most CUDA memory this rank's GPU held so far, or on CPU the process's RSS now."""
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / MiB
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
 
 
 def truncate_history(path: Path, last_step: int) -> None:
@@ -48,19 +65,19 @@ class Monitor:
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not progress)
 
-    def log(self, step: int, kind: str, metrics: dict[str, float]) -> None:
-        """One record: TensorBoard scalars `kind/name`, a history line, and the progress bar's postfix."""
+    def log(self, step: int, prefix: str, metrics: dict[str, float]) -> None:
+        """One record: TensorBoard scalars `prefix/name`, a history line with the same names, the bar's postfix."""
         if not self.enabled:
             return
+        record: dict[str, Any] = {"step": step}
         for name, value in metrics.items():
-            self.writer.add_scalar(f"{kind}/{name}", value, step)
-        record: dict[str, Any] = {"step": step, "kind": kind, **metrics}
+            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+            record[f"{prefix}/{name}"] = value
         self._history.write(json.dumps(record) + "\n")
         self._history.flush()
-        if kind == "train":
+        if prefix == "train":
             self.bar.n = step
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "lr", "tokens_per_s")},
-                                 refresh=True)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in BAR_FIELDS}, refresh=True)
 
     def text(self, tag: str, text: str) -> None:
         """A run-level note in TensorBoard (e.g. the resolved config), never corpus text."""

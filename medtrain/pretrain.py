@@ -15,25 +15,29 @@ from pathlib import Path
 if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # run as a script: keep medtrain/ itself off the path so its modules don't shadow others
 
+import argparse
 import dataclasses
 import itertools
 import math
 import signal
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
-from medtrain import checkpoint, dist
-from medtrain.config import config_to_dict, save_resolved
+from medtrain import checkpoint, dist, engine as engines
+from medtrain.config import config_to_dict, load_config, save_resolved
 from medtrain.data.masking import MaskedBatch, Masker, MaskingConfig, continuation_lookup
 from medtrain.data.shards import Manifest, read_manifest
-from medtrain.data.stream import ValidationStream, build_train_loader, validation_loader
+from medtrain.data.stream import StatefulLoader, ValidationStream, build_train_loader, validation_loader
 from medtrain.data.tokenizer import load_tokenizer
-from medtrain.engine import EngineSpec, Precision, Schedule, initialize
-from medtrain.model import ModelConfig, build_model, export
-from medtrain.monitor import Monitor
+from medtrain.engine import EngineSpec, Precision, Schedule
+from medtrain.errors import run_reporting_errors
+from medtrain.model import MaskedLM, ModelConfig, build_model, export
+from medtrain.monitor import Monitor, memory_mb
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -134,7 +138,7 @@ def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Mas
     return Masker(manifest.vocab_size, manifest.special_ids, cfg, continuation)
 
 
-def evaluate(engine, batches: Iterable[MaskedBatch], max_batches: int) -> dict[str, float]:
+def evaluate(engine: Any, batches: Iterable[MaskedBatch], max_batches: int) -> dict[str, float]:
     """Masked-LM loss (mean over masked tokens, all ranks) and perplexity on the held-out shards."""
     engine.eval()
     total = torch.zeros(2, dtype=torch.float64)
@@ -149,63 +153,105 @@ def evaluate(engine, batches: Iterable[MaskedBatch], max_batches: int) -> dict[s
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
-def train(cfg: PretrainConfig) -> int:
-    """Build in a fixed order (dist -> data -> model -> engine -> checkpoint -> monitor), then loop."""
-    stop = StopRequested()  # first: a signal that arrives while building must not kill the run unsaved
+@dataclasses.dataclass
+class Built:
+    """What `build()` made: everything the training loop (or a benchmark timing it) needs."""
+
+    info: dist.DistInfo
+    manifest: Manifest
+    loader: StatefulLoader
+    """This rank's training batches; its state_dict() goes into every checkpoint."""
+    validation: DataLoader | None
+    """Held-out batches with fixed masks (None when train.eval_every is 0)."""
+    model: MaskedLM
+    engine: Any
+    """The DeepSpeed engine wrapping `model`."""
+    ckpt_dir: Path
+    start_step: int
+    """0, or the step of the checkpoint this run resumed from."""
+    monitor: Monitor
+    samples_per_step: int
+    """Sequences per optimizer step, all ranks together."""
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.samples_per_step * self.manifest.seq_len
+
+
+def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
+    """Build a run in a fixed order (dist -> data -> model -> engine -> checkpoint -> monitor).
+
+    `info` is this process's place in the job (default: what the launcher's environment says).
+    """
     # 1. Who am I: rank, world size, and the process group (gloo on CPU, nccl on GPUs).
-    info = dist.discover()
-    dist.init_process_group(info)
-    out = cfg.output_dir
+    info = dist.discover() if info is None else info
+    engines.init_process_group(info)
     if info.rank == 0:
-        save_resolved(cfg, out)
+        save_resolved(cfg, cfg.output_dir)
     # 2. Data: the packed shards, this rank's slice of the stream, masking.
-    manifest = read_manifest(cfg.data.shards)
-    masker = build_masker(cfg.data.masking, manifest, cfg.data.shards)
-    loader = build_train_loader(cfg.data.shards, cfg.data.micro_batch_size, info.rank, info.world_size,
-                                seed=cfg.train.seed, weights=cfg.data.weights, num_workers=cfg.data.num_workers,
-                                masker=masker)
+    d, t = cfg.data, cfg.train
+    manifest = read_manifest(d.shards)
+    masker = build_masker(d.masking, manifest, d.shards)
+    loader = build_train_loader(d.shards, d.micro_batch_size, info.rank, info.world_size, seed=t.seed,
+                                weights=d.weights, num_workers=d.num_workers, masker=masker)
     validation = None
-    if cfg.train.eval_every:  # fixed masks, so evaluations compare across steps; read in-process (it is short)
-        validation = validation_loader(ValidationStream(cfg.data.shards, micro_batch=cfg.data.micro_batch_size,
-                                                        rank=info.rank, world_size=info.world_size,
-                                                        seed=cfg.train.seed, masker=masker), num_workers=0)
+    if t.eval_every:  # fixed masks, so evaluations compare across steps; read in-process (it is short)
+        validation = validation_loader(ValidationStream(d.shards, micro_batch=d.micro_batch_size, rank=info.rank,
+                                                        world_size=info.world_size, seed=t.seed, masker=masker),
+                                       num_workers=0)
     # 3. Model: initialisation is fixed by the seed and identical on every rank.
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, manifest.vocab_size, cfg.train.activation_checkpointing)
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model, manifest.vocab_size, t.activation_checkpointing)
     # 4. Engine: DeepSpeed ZeRO with medtrain's batch sizes, optimizer and schedule.
-    t = cfg.train
-    spec = EngineSpec(ds_config=cfg.deepspeed, micro_batch_size=cfg.data.micro_batch_size, grad_accum=t.grad_accum,
+    spec = EngineSpec(ds_config=cfg.deepspeed, micro_batch_size=d.micro_batch_size, grad_accum=t.grad_accum,
                       lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, schedule=t.schedule,
                       min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
                       precision=t.precision)
-    engine = initialize(model, spec, info.world_size)
-    torch.manual_seed(cfg.train.seed * 1000 + info.rank + 1)  # dropout differs per rank, fixed per seed
+    engine = engines.initialize(model, spec, info.world_size)
+    torch.manual_seed(t.seed * 1000 + info.rank + 1)  # dropout differs per rank, fixed per seed
     # 5. Checkpoint: resume from the latest complete one, loader position and RNG included.
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = cfg.output_dir / "checkpoints"
     state = checkpoint.resume(engine, ckpt_dir, info.rank, info.world_size)
     step = 0
     if state is not None:
         step = state["step"]
         loader.load_state_dict(state["loader"])
     # 6. Monitor: TensorBoard + history.jsonl on rank 0.
-    monitor = Monitor(out, info.rank, step, t.max_steps, progress=cfg.progress)
+    monitor = Monitor(cfg.output_dir, info.rank, step, t.max_steps, progress=cfg.progress)
     if step == 0:
         monitor.text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "```")
-    tokens_per_step = cfg.data.micro_batch_size * t.grad_accum * info.world_size * manifest.seq_len
+    return Built(info, manifest, loader, validation, model, engine, ckpt_dir, step, monitor,
+                 samples_per_step=d.micro_batch_size * t.grad_accum * info.world_size)
+
+
+def train_metrics(b: Built, step: int, loss: float, learning_rate: float, seconds: float) -> dict[str, float]:
+    """The `train/*` scalars of one step (`seconds`: its wall time), named as the Hugging Face Trainer names them."""
+    grad_norm = b.engine.get_global_grad_norm()  # None where DeepSpeed does not compute it (ZeRO 0, fp32)
+    norm = {} if grad_norm is None else {"grad_norm": float(grad_norm)}
+    return {"loss": loss, "learning_rate": learning_rate, **norm,
+            "tokens_per_second": b.tokens_per_step / seconds, "samples_per_second": b.samples_per_step / seconds,
+            "tokens_seen": step * b.tokens_per_step, "memory_mb": memory_mb(b.engine.device.type == "cuda")}
+
+
+def train(cfg: PretrainConfig) -> int:
+    """build(), then the loop: step, log, evaluate, checkpoint; stop on a signal or at the step/token limit."""
+    stop = StopRequested()  # first: a signal that arrives while building must not kill the run unsaved
+    b = build(cfg)
+    t, out, engine, rank, step = cfg.train, cfg.output_dir, b.engine, b.info.rank, b.start_step
 
     def finished() -> bool:
-        return step >= t.max_steps or bool(t.max_tokens and step * tokens_per_step >= t.max_tokens)
+        return step >= t.max_steps or bool(t.max_tokens and step * b.tokens_per_step >= t.max_tokens)
 
     def save() -> None:
-        checkpoint.save(engine, ckpt_dir, step, info.rank, info.world_size, {"loader": loader.state_dict()},
+        checkpoint.save(engine, b.ckpt_dir, step, rank, b.info.world_size, {"loader": b.loader.state_dict()},
                         t.keep_last)
 
     if finished() and (out / "export").is_dir():
-        monitor.close()
-        if info.rank == 0:
+        b.monitor.close()
+        if rank == 0:
             print(f"{out} is complete (step {step}, export/); nothing to do", file=sys.stderr)
         return 0
-    batches = iter(loader)
+    batches = iter(b.loader)
     while not finished():
         started = time.perf_counter()
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler moves on in engine.step)
@@ -218,35 +264,36 @@ def train(cfg: PretrainConfig) -> int:
         step += 1
         mean_loss, stop_now = step_summary(local_loss, stop)
         if step % t.log_every == 0:
-            grad_norm = engine.get_global_grad_norm()  # None where DeepSpeed does not compute it (ZeRO 0, fp32)
-            monitor.log(step, "train", {"loss": mean_loss, "lr": lr, "tokens_per_s": tokens_per_step / (
-                time.perf_counter() - started), **({} if grad_norm is None else {"grad_norm": float(grad_norm)})})
-        if validation is not None and (step % t.eval_every == 0 or finished()):
-            monitor.log(step, "eval", evaluate(engine, validation, t.eval_batches))
+            b.monitor.log(step, "train", train_metrics(b, step, mean_loss, lr, time.perf_counter() - started))
+        if b.validation is not None and (step % t.eval_every == 0 or finished()):
+            b.monitor.log(step, "eval", evaluate(engine, b.validation, t.eval_batches))
         if stop_now:
             save()
-            monitor.close()
-            print(f"rank {info.rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
+            b.monitor.close()
+            print(f"rank {rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
                   "run again to resume", file=sys.stderr)
             return 0
         if step % t.save_every == 0 or finished():
             save()
     # Export: the full fp32 weights (gathered from ZeRO-3 shards) as a Hugging Face folder.
-    full_state = checkpoint.gather_full_state(engine)
-    if info.rank == 0:
-        export({k.removeprefix("mlm."): v for k, v in full_state.items()}, model.mlm.config,
-               cfg.model.tokenizer or cfg.model.init or manifest.tokenizer_dir(cfg.data.shards), out / "export")
+    full_state = engines.gather_full_state(engine)
+    if rank == 0:
+        export({k.removeprefix("mlm."): v for k, v in full_state.items()}, b.model.mlm.config,
+               cfg.model.tokenizer or cfg.model.init or b.manifest.tokenizer_dir(cfg.data.shards), out / "export")
         print(f"{out}: trained {step} steps; Hugging Face export in {out / 'export'}", file=sys.stderr)
-    monitor.close()
+    b.monitor.close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Script entry: the `medtrain pretrain` sub-command, minus the --local_rank flag `deepspeed` adds."""
-    from medtrain.cli import main as cli_main
-
+    """Script entry (`deepspeed medtrain/pretrain.py CONFIG k=v`, mpirun, srun): bad input is one line, exit 2."""
+    parser = argparse.ArgumentParser(prog="medtrain/pretrain.py", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="pretraining config (YAML or packaged recipe name)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=50 train.lr=1e-4")
     args = list(sys.argv[1:] if argv is None else argv)
-    cli_main(["pretrain", *(a for a in args if not a.startswith(("--local_rank", "--local-rank")))])
+    # The deepspeed launcher adds --local_rank=N; dist.discover() reads the same from the environment.
+    parsed = parser.parse_args([a for a in args if not a.startswith(("--local_rank", "--local-rank"))])
+    sys.exit(run_reporting_errors(lambda: train(load_config(PretrainConfig, parsed.config, parsed.overrides))))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ import pytest
 CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
 INFRA_FIXTURES = {"slurm_cluster", "mpirun"}
 START_TIMEOUT_S = 120
+DEMO_STUDY_FIXTURE = "demo_study"
+DEMO_STUDY_GROUP = "demo-study"
+# Modules that take longest (measured), longest first: started early, they overlap with the rest.
+LONG_MODULES = ("test_grid_slurm", "test_slurm_pretrain", "test_pretrain", "test_finetune", "test_launchers")
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -98,8 +102,25 @@ def mpirun() -> list[str]:
     return command
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns xdist_group marks into scheduling groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start real clusters or MPI jobs are integration tests, whether or not they say so."""
+    """Tests that start real clusters or MPI jobs are integration tests, whether or not they say so.
+
+    For `make test`'s two pytest-xdist workers (`--dist loadgroup`): a module's tests stay on one worker, so
+    its module fixtures are built once; every test on the demo-size study shares one group, so the study runs
+    once; and the longest groups start first (the study, then the SLURM tests that mostly wait on the
+    scheduler), so the short ones fill in around them.
+    """
     for item in items:
-        if INFRA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INFRA_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        group = DEMO_STUDY_GROUP if DEMO_STUDY_FIXTURE in fixtures else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: _start_rank(item))  # stable: collection order within a rank
+
+
+def _start_rank(item: pytest.Item) -> int:
+    if DEMO_STUDY_FIXTURE in getattr(item, "fixturenames", ()):
+        return 0
+    return LONG_MODULES.index(item.path.stem) + 1 if item.path.stem in LONG_MODULES else len(LONG_MODULES) + 1

@@ -15,25 +15,36 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
 
 from medtrain.errors import UserError
 
 REQUIRED_FIELDS = ("patient_id", "text", "label")
 _CSV_FIELD_LIMIT = 1 << 26  # 64 MiB: a long note in one CSV cell is fine, csv's 128 KiB default is not
+STRIDE = 128
+"""The overlap of the Hugging Face examples for long inputs (their doc_stride), and screening.stride's default
+wherever the window is longer than that."""
+
+
+def default_stride(max_length: int) -> int:
+    """screening.stride when unset: STRIDE where the window's content (max_length - 2) is longer than it, as it
+    always was; else half the content, so a short window still advances by half of itself."""
+    content = max_length - 2
+    return STRIDE if STRIDE < content else content // 2
 
 
 @dataclasses.dataclass
 class ScreeningConfig:
     """How long notes are windowed, how window scores become patient scores, and how imbalance is handled."""
 
-    stride: int = 128
+    stride: int | None = None
     """Tokens shared by consecutive windows of a long note (the Hugging Face tokenizers' sense of `stride`, not
-    the step): with max_length 512 and stride 128 a window starts every 510 - 128 = 382 tokens."""
+    the step): with max_length 512 and stride 128 a window starts every 510 - 128 = 382 tokens. Unset: 128 when
+    the window's content (train.max_length - 2) is longer, else half the content (max_length 128 -> 63), so the
+    defaults always form a valid config; the config is resolved with the number."""
     aggregate: Literal["max", "mean"] = "max"
     """Patient score from their window scores. Default max: a positive patient's evidence sits in a few
     sentences of a few notes among many ordinary ones, and a mean dilutes it with every uneventful window."""
@@ -42,7 +53,7 @@ class ScreeningConfig:
     so the rare class is not ignored."""
 
     def __post_init__(self) -> None:
-        if self.stride < 0:
+        if self.stride is not None and self.stride < 0:
             raise ValueError("screening.stride must be >= 0 (tokens shared by consecutive windows)")
 
 
@@ -185,22 +196,22 @@ def encode_notes(notes: Sequence[Note], tokenizer: Any, max_length: int, stride:
 def aggregate_scores(window_scores: Sequence[float], window_patient: Sequence[int], n_patients: int,
                      how: Literal["max", "mean"]) -> list[float]:
     """One score per patient from the scores of their windows (every patient has at least one window)."""
-    scores = np.asarray(window_scores, dtype=float)
-    owner = np.asarray(window_patient, dtype=int)
-    counts = np.bincount(owner, minlength=n_patients)
-    if len(counts) > n_patients or (counts == 0).any():
-        raise ValueError("every patient needs at least one window, and every window a patient")
-    if how == "mean":
-        return (np.bincount(owner, weights=scores, minlength=n_patients) / counts).tolist()
-    out = np.full(n_patients, -np.inf)
-    np.maximum.at(out, owner, scores)
-    return out.tolist()
+    totals, counts, best = [0.0] * n_patients, [0] * n_patients, [-math.inf] * n_patients
+    for score, owner in zip(window_scores, window_patient, strict=True):
+        if not 0 <= owner < n_patients:
+            raise ValueError("every window needs a patient")
+        totals[owner] += float(score)  # a running sum in window order: the same float on every Python version
+        counts[owner] += 1
+        best[owner] = max(best[owner], float(score))
+    if not all(counts):
+        raise ValueError("every patient needs at least one window")
+    return best if how == "max" else [total / count for total, count in zip(totals, counts)]
 
 
 def class_weights(labels: Sequence[int]) -> list[float]:
     """Inverse-frequency weights n / (2 * n_c) for classes 0 and 1; [1, 1] when a class is absent (nothing to
     balance)."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)[:2]
-    if not counts.all():
+    counts = [sum(1 for label in labels if label == c) for c in (0, 1)]
+    if not all(counts):
         return [1.0, 1.0]
-    return [len(labels) / (2 * c) for c in counts.tolist()]
+    return [len(labels) / (2 * c) for c in counts]

@@ -12,7 +12,7 @@ never quote the text (it is clinical data).
             ignored. Sentences are the lines of the .txt; words are TOKEN_PATTERN matches (runs of word
             characters or single other characters) with their character offsets.
 
-Nested, overlapping and discontinuous BRAT entities become IOB2 by the policy of `medtrain.data.sample`
+Nested, overlapping and discontinuous BRAT entities become IOB2 by the policy of `medtrain.data.sample.spans`
 (`flat_spans`): each fragment of a discontinuous entity is a span of its own; then the longer span wins, at
 equal length a whole entity beats a fragment, then the earlier start, then the order of ENTITY_TYPES (other
 types after these, by name); losers are dropped. A span that starts or ends inside a word takes the whole word.

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medtrain.grid.results import RunResult, Table
+from medtrain.grid.table import RunResult, Table
 from medtrain.io import replace_dir_atomic
 
 
@@ -27,7 +27,7 @@ def session(run: RunResult, table: Table) -> tuple[dict[str, Any], dict[str, flo
                **{c: _scalar(run.params.get(c, "")) for c in table.columns}}
     metrics = {f"test/f1_{lang}": s["f1"] for lang, s in run.scores.items() if s["f1"] is not None}
     if run.dev_f1 is not None:
-        metrics["dev/f1"] = run.dev_f1
+        metrics["eval/f1"] = run.dev_f1  # the best epoch's dev F1, named as training logs it
     return hparams, metrics
 
 

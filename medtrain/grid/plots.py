@@ -17,12 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from medtrain.grid.results import Row, Table  # noqa: E402
+from medtrain.grid.table import Row, Table  # noqa: E402
 from medtrain.io import atomic_open  # noqa: E402
 
 
-def setting_label(row: Row, columns: list[str]) -> str:
-    return ", ".join([row.model, *(f"{c}={v}" for c, v in zip(columns, row.settings))])
+def setting_labels(rows: list[Row], columns: list[str]) -> dict[int, str]:
+    """Each row's setting (model and parameters) by id(row), naming only the parameters that vary within
+    these rows: a whole grid's differing columns (other tasks' keys included) make labels too long to fit."""
+    varying = [i for i, _ in enumerate(columns) if len({r.settings[i] for r in rows}) > 1]
+    return {id(r): ", ".join([r.model, *(f"{columns[i]}={r.settings[i]}" for i in varying)]) for r in rows}
 
 
 def write_plots(table: Table, folder: Path) -> list[Path]:
@@ -31,8 +34,9 @@ def write_plots(table: Table, folder: Path) -> list[Path]:
         by_task[row.task].append(row)
     written = []
     for task, rows in sorted(by_task.items()):
-        written.append(_save(_heatmaps(task, rows, table.columns), folder / f"heatmap-{task}.png"))
-        written.append(_save(_bars(task, rows, table.columns), folder / f"bars-{task}.png"))
+        labels = setting_labels(rows, table.columns)
+        written.append(_save(_heatmaps(task, rows, labels), folder / f"heatmap-{task}.png"))
+        written.append(_save(_bars(task, rows, labels), folder / f"bars-{task}.png"))
     return written
 
 
@@ -48,8 +52,8 @@ def _mean(row: Row) -> float:
     return math.nan if mean is None else mean
 
 
-def _heatmaps(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
-    settings = sorted({setting_label(r, columns) for r in rows})
+def _heatmaps(task: str, rows: list[Row], labels: dict[int, str]) -> plt.Figure:
+    settings = sorted(set(labels.values()))
     trains = sorted({r.train for r in rows})
     evals = sorted({r.eval for r in rows})
     figure, axes = plt.subplots(1, len(settings), squeeze=False, layout="constrained",
@@ -57,7 +61,7 @@ def _heatmaps(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
     for k, (ax, setting) in enumerate(zip(axes[0], settings)):
         grid = np.full((len(trains), len(evals)), np.nan)
         for r in rows:
-            if setting_label(r, columns) == setting:
+            if labels[id(r)] == setting:
                 grid[trains.index(r.train), evals.index(r.eval)] = _mean(r)
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
         for (i, j), value in np.ndenumerate(grid):
@@ -74,13 +78,13 @@ def _heatmaps(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
     return figure
 
 
-def _bars(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
-    settings = sorted({setting_label(r, columns) for r in rows})
+def _bars(task: str, rows: list[Row], labels: dict[int, str]) -> plt.Figure:
+    settings = sorted(set(labels.values()))
     pairs = sorted({(r.train, r.eval) for r in rows})
     figure, ax = plt.subplots(figsize=(2 + 0.5 * len(pairs) * len(settings), 3.5), layout="constrained")
     width = 0.8 / len(settings)
     for k, setting in enumerate(settings):
-        by_pair = {(r.train, r.eval): r for r in rows if setting_label(r, columns) == setting}
+        by_pair = {(r.train, r.eval): r for r in rows if labels[id(r)] == setting}
         means = [_mean(by_pair[p]) if p in by_pair else math.nan for p in pairs]
         stds = [(by_pair[p].stats["f1"][1] or 0.0) if p in by_pair else 0.0 for p in pairs]
         ax.bar(np.arange(len(pairs)) + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
@@ -89,5 +93,5 @@ def _bars(task: str, rows: list[Row], columns: list[str]) -> plt.Figure:
     ax.set_ylim(0, 1)
     ax.set_ylabel("test F1 (mean ± std over seeds)")
     ax.set_title(task)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.legend(fontsize=7, loc="outside lower center", ncols=min(3, len(settings)))  # below: any label width fits
     return figure

@@ -20,6 +20,8 @@ The spec (YAML; every key below, `medtrain/configs/grid-demo.yaml` is an example
     slurm: {partition: gpu, time_min: 120, cpus_per_task: 8, gpus_per_task: 1, mem_gb: 32,
             account: null, qos: null, constraint: null, signal_delay_s: 120, max_timeouts: 3,
             extra: {exclude: node07}}  # extra: any other submitit SLURM parameter (sbatch option, `_` for `-`)
+                                       # medtrain.cluster.SlurmResources; left out: cpus_per_task 1,
+                                       # signal_delay_s 120, max_timeouts 3 (one run is one task on one node)
 
 Axis and combination keys are dotted config keys (`train.lr`), as in `medtrain finetune CONFIG k=v`. Paths in
 the base config and in values are relative to the current directory, as for `medtrain finetune`; they are made
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -44,6 +45,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from medtrain.cluster.executor import check_extra
+from medtrain.cluster.resources import FINETUNE, SlurmResources
 from medtrain.config import apply_override, build_config, config_to_dict, parse_override, read_yaml, \
     resolve_config_path
 from medtrain.errors import UserError
@@ -53,40 +56,6 @@ SIGNATURE_LENGTH = 10
 NOT_IN_SIGNATURE = ("output_dir", "cache_dir", "progress")
 """Where a run writes and whether it draws a progress bar: the same run either way."""
 SET_BY_GRID = ("output_dir",)
-# submitit SLURM parameters that the spec sets from its own fields (or that would break an array of runs).
-OWNED_SLURM_PARAMETERS = {"partition", "time", "cpus_per_task", "gpus_per_task", "mem", "account", "qos",
-                          "constraint", "signal_delay_s", "array_parallelism", "job_name", "nodes",
-                          "ntasks_per_node"}
-
-
-@dataclasses.dataclass
-class SlurmResources:
-    """What each array task (one run) asks SLURM for."""
-
-    partition: str | None = None
-    """Default: the cluster's default partition."""
-    time_min: int = 60
-    """Per run; a run stopped by the limit is requeued and resumes after its last finished epoch."""
-    cpus_per_task: int = 1
-    """Also PyTorch's thread count in the run."""
-    gpus_per_task: int = 0
-    mem_gb: float | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    signal_delay_s: int = 120
-    """SIGUSR2 this long before the time limit: the run requeues itself (finished epochs are on disk)."""
-    max_timeouts: int = 3
-    """Requeues after hitting the time limit before the run is given up (preemptions are not counted)."""
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Other submitit SLURM parameters, e.g. {exclude: node07, setup: ["module load cuda"]}."""
-
-    def __post_init__(self) -> None:
-        if self.time_min < 1 or self.cpus_per_task < 1 or self.gpus_per_task < 0 or self.max_timeouts < 0:
-            raise ValueError("slurm.time_min and slurm.cpus_per_task must be >= 1, slurm.gpus_per_task and "
-                             "slurm.max_timeouts >= 0")
-        if self.signal_delay_s < 0 or (self.mem_gb is not None and self.mem_gb <= 0):
-            raise ValueError("slurm.signal_delay_s must be >= 0 and slurm.mem_gb > 0")
 
 
 @dataclasses.dataclass
@@ -99,10 +68,12 @@ class GridSpec:
     local_parallelism: int = 1
     array_parallelism: int = 16
     slurm: SlurmResources = dataclasses.field(default_factory=SlurmResources)
+    """What each array task (one run) asks for; fields left null take the fine-tuning defaults (FINETUNE)."""
 
     def __post_init__(self) -> None:
         if self.local_parallelism < 1 or self.array_parallelism < 1:
             raise ValueError("local_parallelism and array_parallelism must be >= 1")
+        self.slurm = self.slurm.with_defaults(FINETUNE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,23 +165,6 @@ def _check_axes(spec: GridSpec, lines: dict[str, int], source: Path) -> None:
                             lines.get(f"axes.{key}"))
 
 
-def _check_slurm_extra(extra: dict[str, Any], lines: dict[str, int], source: Path) -> None:
-    """A misspelt SLURM parameter names the closest valid ones, before anything is submitted."""
-    import submitit
-
-    valid = sorted(set(submitit.SlurmExecutor._valid_parameters()) - OWNED_SLURM_PARAMETERS)
-    for name in extra:
-        if name in OWNED_SLURM_PARAMETERS:
-            raise UserError(f"slurm.extra.{name}: set by the grid spec itself (slurm.partition, time_min, "
-                            "cpus_per_task, gpus_per_task, mem_gb, account, qos, constraint, signal_delay_s; "
-                            "array_parallelism)", source, lines.get(f"slurm.extra.{name}"))
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise UserError(f"slurm.extra.{name}: unknown SLURM parameter; {hint}valid names: {', '.join(valid)}",
-                            source, lines.get(f"slurm.extra.{name}"))
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -247,7 +201,10 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> Grid:
         lines.pop(".".join(keys), None)  # from the command line: no line in the file
     spec = build_config(GridSpec, data, source, lines)
     _check_axes(spec, lines, source)
-    _check_slurm_extra(spec.slurm.extra, lines, source)
+    if spec.slurm.nodes != 1 or spec.slurm.gpus_per_node or spec.slurm.tasks_per_node is not None:
+        raise UserError("slurm: a fine-tuning run is one task on one node; give its GPUs as gpus_per_task", source,
+                        lines.get("slurm"))
+    check_extra(spec.slurm.extra, source, lines)
     base, base_source, base_lines = _read_base(spec, source, lines)
     for keys, value in base_overrides:
         apply_override(base, keys, value)

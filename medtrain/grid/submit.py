@@ -2,7 +2,8 @@
 
 Idempotent: a run whose results.json exists is skipped, and so is one whose job is still pending, running or
 requeued (grid.status); everything else (never submitted, failed, cancelled) is launched. Running `submit`
-again after failures therefore launches exactly the runs that are missing.
+again after failures therefore launches exactly the runs that are missing. A model or data path that does not
+exist is one error before anything is launched; every submission refreshes the readable TensorBoard names.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from medtrain.cluster import executor
+from medtrain.cluster.finetune_task import FinetuneTask
+from medtrain.cluster.jobs import LIVE, find_job, query_squeue, slurm_state, traceback_reason
+from medtrain.config import build_config
 from medtrain.errors import UserError
+from medtrain.finetune import FinetuneConfig
+from medtrain.finetune.config import check_inputs as check_run_inputs
 from medtrain.grid.records import load_jobs, new_record, save_jobs, submit_lock
 from medtrain.grid.spec import Grid, Run
-from medtrain.grid.status import (COMPLETED, LIVE, LOG_FOLDER, RunStatus, find_job, grid_status, query_squeue,
-                                  slurm_state, traceback_reason)
-from medtrain.grid.task import FinetuneTask
+from medtrain.grid.status import COMPLETED, LOG_FOLDER, RunStatus, grid_status
+from medtrain.grid.tensorboard import link_runs
 
 JOB_NAME = "medtrain-grid"
 LOCAL_LOGS = "local"
@@ -46,8 +52,10 @@ def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
         collapsed = f" ({grid.duplicates} duplicate combinations collapsed)" if grid.duplicates else ""
         say(f"{len(grid.runs)} runs{collapsed}: {complete} complete, {live} pending or running, "
             f"{len(todo)} to launch")
+        link_runs(grid)
         if not todo:
             return []
+        check_inputs(grid, todo)
         if grid.spec.executor == "slurm":
             _submit_array(grid, todo, say)
         else:
@@ -58,39 +66,25 @@ def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
 # ----------------------------------------------------------------------------- SLURM
 
 
-def _slurm_parameters(grid: Grid) -> dict[str, Any]:
-    """submitit AutoExecutor parameters for every array task."""
-    res = grid.spec.slurm
-    extra = dict(res.extra)
-    # SLURM 22.05+: srun no longer passes the job's --cpus-per-task on to the step.
-    setup = [f"export SRUN_CPUS_PER_TASK={res.cpus_per_task}", *extra.pop("setup", [])]
-    parameters = {
-        "name": JOB_NAME, "timeout_min": res.time_min, "cpus_per_task": res.cpus_per_task, "mem_gb": res.mem_gb,
-        "slurm_partition": res.partition, "slurm_gpus_per_task": res.gpus_per_task or None,
-        "slurm_account": res.account, "slurm_qos": res.qos, "slurm_constraint": res.constraint,
-        "slurm_signal_delay_s": res.signal_delay_s, "slurm_array_parallelism": grid.spec.array_parallelism,
-        "slurm_setup": setup, **{f"slurm_{name}": value for name, value in extra.items()},
-    }
-    return {k: v for k, v in parameters.items() if v is not None}
+def check_inputs(grid: Grid, runs: list[Run]) -> None:
+    """Each run's own input check (model folder, every data path), here, so that a missing path is one error
+    before anything is launched rather than one failed job per run. An array that waits on other jobs
+    (slurm.extra.dependency: a study's pretraining) gets its models from them, so only its data is checked."""
+    model_pending = grid.spec.executor == "slurm" and "dependency" in grid.spec.slurm.extra
+    for run in runs:
+        try:
+            check_run_inputs(build_config(FinetuneConfig, run.config), model_pending)
+        except UserError as exc:
+            raise UserError(f"{exc.message}; nothing was launched", exc.path, exc.line) from None
 
 
 def _submit_array(grid: Grid, runs: list[Run], say: Print) -> None:
-    import submitit
-    from submitit.core.utils import FailedJobError, FailedSubmissionError
-
+    res = grid.spec.slurm
     log_folder = grid.grid_dir / LOG_FOLDER
-    try:
-        executor = submitit.AutoExecutor(folder=log_folder, cluster="slurm",
-                                         slurm_max_num_timeout=grid.spec.slurm.max_timeouts)
-    except RuntimeError as exc:  # submitit: 'Could not detect "srun"'
-        raise UserError(f"cannot submit to SLURM from this machine ({exc}): run on a login node, or set "
-                        "executor: local") from None
-    executor.update_parameters(**_slurm_parameters(grid))
-    tasks = [FinetuneTask(run.config, grid.spec.slurm.cpus_per_task) for run in runs]
-    try:
-        jobs = executor.submit_array(tasks)
-    except (FailedJobError, FailedSubmissionError) as exc:
-        raise UserError(f"sbatch refused the array: {traceback_reason(str(exc))}") from None
+    params = executor.parameters(res, JOB_NAME, slurm_gpus_per_task=res.gpus_per_task or None,
+                                 slurm_array_parallelism=grid.spec.array_parallelism)
+    tasks = [FinetuneTask(run.config, res.cpus_per_task) for run in runs]
+    jobs = executor.submit(log_folder, params, res.max_timeouts, tasks, local_hint=", or set executor: local")
     records = load_jobs(grid.grid_dir)
     for run, job in zip(runs, jobs):
         records[run.signature] = new_record(records.get(run.signature), executor="slurm", job_id=job.job_id)

@@ -1,5 +1,5 @@
 """Integration worker, started by a launcher (not collected by pytest): find our rank through medtrain.dist,
-join a gloo group, all-reduce a rank-dependent tensor and write what this rank saw to OUT_DIR/rank<N>.json.
+join a gloo group through medtrain.engine, all-reduce a rank-dependent tensor and write what this rank saw to OUT_DIR/rank<N>.json.
 
     <launcher> python tests/integration/_allreduce.py OUT_DIR
 
@@ -16,13 +16,14 @@ import torch
 import torch.distributed as dist
 
 from medtrain import dist as medtrain_dist
+from medtrain.engine import init_process_group
 from medtrain.io import write_json_atomic
 
 
 def main(out_dir: Path) -> None:
     info = medtrain_dist.discover()
     # gloo whatever the machine: these tests are about launchers, not devices.
-    medtrain_dist.init_process_group(info, backend="gloo")
+    init_process_group(info, backend="gloo")
     # Summed over ranks: [1 + 2 + ..., 1 + 10 + 100 + ...]; a lost or doubled rank changes the digits.
     value = torch.tensor([info.rank + 1.0, 10.0**info.rank], dtype=torch.float64)
     dist.all_reduce(value)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from medtrain.cluster.launch import rank_command
 
 REPO = Path(__file__).resolve().parents[2]
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
@@ -64,14 +65,8 @@ def kill_group(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM
         proc.wait()
 
 
-def free_port() -> int:
-    """The deepspeed launcher's default 29500 would clash with a concurrent test session."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def deepspeed_command(world: int) -> list[str]:
+def deepspeed_command(script: str | Path, args: list[str], world: int) -> list[str]:
+    """`deepspeed --num_gpus WORLD --master_port <free> SCRIPT ARGS`, as medtrain's own callers build it."""
     if not DEEPSPEED.exists():
         pytest.fail(f"{DEEPSPEED} not found: DeepSpeed is a dependency of medtrain")
-    return [str(DEEPSPEED), "--num_gpus", str(world), "--master_port", str(free_port())]
+    return rank_command(script, args, world)

@@ -117,8 +117,15 @@ def test_ner_brat_results_predictions_and_tensorboard(ner_run: Path) -> None:
         assert len(docs) == out["sizes"]["test"][lang]["documents"]
     tags = scalars(ner_run)
     steps = -(-out["sizes"]["train"]["es"]["sequences"] // 8)  # per epoch, at batch size 8
-    assert [step for step, _ in tags["dev/f1"]] == [steps, 2 * steps, 3 * steps]
-    assert {"dev/precision", "dev/recall", "train/loss", "train/lr"} <= set(tags)
+    assert [step for step, _ in tags["eval/f1"]] == [steps, 2 * steps, 3 * steps]
+    assert {"eval/precision", "eval/recall", "train/loss", "train/learning_rate"} <= set(tags)
+    assert not {tag for tag in tags if tag.startswith("dev/")} and "train/lr" not in tags  # the HF Trainer's names
+    # train/epoch is the fractional epoch at each logged step: the last step of epoch e reads e
+    assert [value for step, value in tags["train/epoch"] if step % steps == 0] == [1.0, 2.0, 3.0]
+    assert all(abs(value - step / steps) < 1e-6 for step, value in tags["train/epoch"])
+    history = [json.loads(line) for line in (ner_run / "history.jsonl").read_text().splitlines()]
+    assert {"train/loss", "train/learning_rate", "train/epoch"} <= set(history[0])  # history.jsonl: the same names
+    assert [r["step"] for r in history if "eval/f1" in r] == [steps, 2 * steps, 3 * steps]
     assert not (ner_run / "checkpoint").exists()  # a complete run keeps no optimizer state
     assert (ner_run / "config.yaml").is_file()
 
@@ -158,7 +165,7 @@ def test_killed_run_resumes_to_the_same_results(ner_run: Path, tmp_path: Path, d
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (ner_run / "history.jsonl").read_text().splitlines()]
     assert history == reference
-    assert scalars(out)["dev/f1"] == scalars(ner_run)["dev/f1"]
+    assert scalars(out)["eval/f1"] == scalars(ner_run)["eval/f1"]
 
 
 def test_screening(tmp_path: Path, data: Path, model_dir: Path) -> None:
@@ -168,10 +175,11 @@ def test_screening(tmp_path: Path, data: Path, model_dir: Path) -> None:
         "data": {"format": "jsonl", "train": str(screening / "train.jsonl"), "dev": str(screening / "dev.jsonl"),
                  "test": str(screening / "test.jsonl")},
         "train": {"epochs": 2, "lr": 3e-3, "batch_size": 32, "max_length": 64},
-        "screening": {"stride": 16, "aggregate": "max"}, "save_model": True, "progress": False})
+        "screening": {"aggregate": "max"}, "save_model": True, "progress": False})  # stride: the default
     assert run(["finetune", str(config)]) == 0
     out = results(tmp_path / "run")
     assert out["eval_languages"] == ["nl"] and out["bootstrap"]["unit"] == "patient"
+    assert out["hparams"]["screening"]["stride"] == 31  # unset: half of the 62-token window content
     report = out["test"]["nl"]
     check_interval(report, ("f1", "precision", "recall", "auroc", "auprc"))
     assert report["threshold"] == out["dev"]["threshold"]
@@ -180,7 +188,7 @@ def test_screening(tmp_path: Path, data: Path, model_dir: Path) -> None:
     rows = (tmp_path / "run" / "predictions" / "nl.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "patient_id,score,predicted,label" and len(rows) == 1 + report["confusion_matrix"]["tp"] + \
         report["confusion_matrix"]["fp"] + report["confusion_matrix"]["tn"] + report["confusion_matrix"]["fn"]
-    assert {"dev/f1", "dev/auroc", "dev/threshold"} <= set(scalars(tmp_path / "run"))
+    assert {"eval/f1", "eval/auroc", "eval/threshold"} <= set(scalars(tmp_path / "run"))
     assert (tmp_path / "run" / "model" / "config.json").is_file()
 
 

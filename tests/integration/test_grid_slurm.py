@@ -25,10 +25,11 @@ import yaml
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from medtrain.cli import run as medtrain
+from medtrain.cluster.jobs import LIVE
 from medtrain.data.sample import write_sample_data
 from medtrain.grid.records import load_jobs
 from medtrain.grid.spec import Grid, load_grid
-from medtrain.grid.status import COMPLETED, FAILED, LIVE, REQUEUED, RunStatus, format_status, grid_status
+from medtrain.grid.status import COMPLETED, FAILED, REQUEUED, RunStatus, format_status, grid_status
 from medtrain.grid.submit import cancel_grid
 
 pytestmark = pytest.mark.integration
@@ -36,13 +37,15 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]
 SCALE = 0.3
 WAIT_S = 480  # per wait: a hang fails the test instead of blocking the suite
-MISSING_DEV = "/nonexistent/ner/es/dev"
+EMPTY_DEV = "ner/es/empty"
+"""A dev folder that exists (so the grid launches the run) without documents (so the run fails)."""
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("grid") / "data"
     write_sample_data(out, seed=0, scale=SCALE)
+    (out / EMPTY_DEV).mkdir()
     return out
 
 
@@ -110,7 +113,7 @@ def by_state(statuses: list[RunStatus]) -> dict[str, list[RunStatus]]:
 
 def dev_steps(run_dir: Path) -> list[int]:
     records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return [r["step"] for r in records if r["kind"] == "dev"]
+    return [r["step"] for r in records if any(k.startswith("eval/") for k in r)]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def array_grid(slurm_cluster, data: Path, models: list[Path], tmp_path_factory: 
         "grid_dir": str(folder / "grid"), "base": base_config(data, models[0], epochs=1),
         "axes": {"model": [str(m) for m in models]},
         "combos": [{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 0, "train.epochs": 1},
-                   {"train.seed": 2, "data.dev": MISSING_DEV}],
+                   {"train.seed": 2, "data.dev": str(data / EMPTY_DEV)}],
         "array_parallelism": 2, "slurm": {"partition": slurm_cluster.partition, "time_min": 10}})
     grid = load_grid(spec)
     try:
@@ -138,7 +141,7 @@ def array_grid(slurm_cluster, data: Path, models: list[Path], tmp_path_factory: 
         cancel_grid(grid)
 
 
-def test_array_completes_and_a_failing_run_reports_why(array_grid: tuple[Path, Grid],
+def test_array_completes_and_a_failing_run_reports_why(array_grid: tuple[Path, Grid], data: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     spec, grid = array_grid
     jobs = load_jobs(grid.grid_dir)
@@ -150,14 +153,15 @@ def test_array_completes_and_a_failing_run_reports_why(array_grid: tuple[Path, G
     states = by_state(statuses)
     assert len(states.get(COMPLETED, [])) == 4 and len(states.get(FAILED, [])) == 2, format_status(statuses)
     for s in states[FAILED]:
-        assert s.run.params["data.dev"] == MISSING_DEV
-        assert s.detail == f"UserError: {MISSING_DEV}: data.dev.es: folder of .txt/.ann files not found"
+        assert s.run.params["data.dev"] == str(data / EMPTY_DEV)
+        assert s.detail == f"UserError: {data / EMPTY_DEV}: no .txt files in this BRAT folder"
     for s in states[COMPLETED]:
         results = json.loads((s.run.run_dir / "results.json").read_text())
         assert results["eval_languages"] == ["es", "ro"] and s.run.run_dir.parent == grid.grid_dir / "runs"
     assert medtrain(["grid", "status", str(spec)]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[-1] == "6 runs: 4 completed, 2 failed" and "UserError:" in table
+    assert {line.split()[-1] for line in table.splitlines()[1:-1] if "completed" in line} == {"seed=0", "seed=1"}
 
 
 def test_resubmission_launches_only_what_is_missing(array_grid: tuple[Path, Grid],
@@ -203,14 +207,17 @@ def test_results_table_plots_and_hparams(array_grid: tuple[Path, Grid], capsys: 
     assert all(line.split(" | ")[3] == "2" for line in lines)  # two seeds per row
     assert (grid.grid_dir / "results.csv").read_text().count("\n") == 5
     assert {p.name for p in (grid.grid_dir / "plots").iterdir()} == {"heatmap-ner.png", "bars-ner.png"}
-    sessions = [p for p in (grid.grid_dir / "tensorboard").iterdir() if p.is_dir()]
+    links = {p.name for p in (grid.grid_dir / "tensorboard").iterdir() if p.is_symlink()}
+    # Made on submission; the last submitted spec (fixed.yaml, without the broken seed 2) is what they show.
+    assert links == {f"bert-{m}_seed{seed}" for m in "ab" for seed in (0, 1)}
+    sessions = [p for p in (grid.grid_dir / "tensorboard" / "hparams").iterdir() if p.is_dir()]
     assert len(sessions) == 4
     events = EventAccumulator(str(sessions[0]))
     events.Reload()
     start = metadata.parse_session_start_info_plugin_data(
         events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
     assert start.hparams["model"].string_value in ("bert-a", "bert-b")
-    assert {"test/f1_es", "test/f1_ro", "dev/f1"} <= set(events.Tags()["scalars"])
+    assert {"test/f1_es", "test/f1_ro", "eval/f1"} <= set(events.Tags()["scalars"])
 
 
 def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
@@ -259,14 +266,14 @@ def test_local_executor_runs_the_same_grid_here(data: Path, models: list[Path], 
     """executor: local: two runs at a time in fresh processes on this machine; a failure is recorded."""
     spec = write_grid(tmp_path / "grid.yaml", {
         "grid_dir": str(tmp_path / "grid"), "base": base_config(data, models[0], epochs=1),
-        "combos": [{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2, "data.dev": MISSING_DEV}],
+        "combos": [{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2, "data.dev": str(data / EMPTY_DEV)}],
         "executor": "local", "local_parallelism": 2})
-    assert medtrain(["grid", "submit", str(spec)]) == 0
+    assert medtrain(["grid", "submit", str(spec)]) == 1  # a run failed
     out = capsys.readouterr().out
     assert "3 runs: 0 complete, 0 pending or running, 3 to launch" in out and "2 at a time" in out
     assert out.splitlines()[-1] == "3 runs: 2 completed, 1 failed"
     grid = load_grid(spec)
     failed = next(s for s in grid_status(grid) if s.state == FAILED)
-    assert failed.detail == f"UserError: {MISSING_DEV}: data.dev.es: folder of .txt/.ann files not found"
+    assert failed.detail == f"UserError: {data / EMPTY_DEV}: no .txt files in this BRAT folder"
     log = grid.grid_dir / "local" / f"{failed.run.signature}.log"
-    assert "folder of .txt/.ann files not found" in log.read_text()
+    assert "no .txt files in this BRAT folder" in log.read_text()

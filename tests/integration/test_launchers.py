@@ -46,7 +46,7 @@ def test_srun(slurm_cluster, tmp_path: Path) -> None:
 
 
 def test_deepspeed_launcher(tmp_path: Path) -> None:
-    run([*deepspeed_command(WORLD), str(WORKER), str(tmp_path)])
+    run(deepspeed_command(WORKER, [str(tmp_path)], WORLD))
     check_ranks(tmp_path, "deepspeed")
 
 

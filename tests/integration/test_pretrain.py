@@ -25,7 +25,10 @@ WORLD = 2
 SCRIPT = str(REPO / "medtrain" / "pretrain.py")
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 128}
-COMPARED = ("loss", "lr", "grad_norm", "perplexity")
+COMPARED = ("train/loss", "train/learning_rate", "train/grad_norm", "eval/loss", "eval/perplexity")
+# Every scalar a pretraining run writes, by the Hugging Face Trainer's names (grad_norm: ZeRO 1-3 compute it).
+TAGS = {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second", "train/samples_per_second",
+        "train/tokens_seen", "train/memory_mb", "eval/loss", "eval/perplexity"}
 
 
 def write_config(tmp_path: Path, shards: Path, stage: str, max_steps: int, **train: object) -> Path:
@@ -46,7 +49,7 @@ def write_config(tmp_path: Path, shards: Path, stage: str, max_steps: int, **tra
 def history(run_dir: Path) -> list[dict[str, float]]:
     """Every record without the timing figure, which legitimately differs between runs."""
     lines = (run_dir / "history.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k in ("step", "kind", *COMPARED)} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k in ("step", *COMPARED)} for line in lines]
 
 
 def latest_step(run_dir: Path) -> int:
@@ -68,11 +71,11 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_history(stage: str, sampl
                                                                tmp_path: Path) -> None:
     max_steps = 30
     config = write_config(tmp_path, sample_shards, stage, max_steps)
-    launch = [*deepspeed_command(WORLD), SCRIPT, str(config)]
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    run([*launch, f"output_dir={uninterrupted}"])
+    run(deepspeed_command(SCRIPT, [str(config), f"output_dir={uninterrupted}"], WORLD))
 
-    proc = start([*launch, f"output_dir={killed}"])
+    launch = deepspeed_command(SCRIPT, [str(config), f"output_dir={killed}"], WORLD)
+    proc = start(launch)
     deadline = time.monotonic() + 300
     while latest_step(killed) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -83,9 +86,9 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_history(stage: str, sampl
     killed_at = latest_step(killed)
     assert 8 <= killed_at < max_steps, output[-3000:]
 
-    run([*launch, f"output_dir={killed}"])  # same output_dir: resumes by itself
+    run(launch)  # same output_dir: resumes by itself
     assert history(killed) == history(uninterrupted)
-    assert [r["step"] for r in history(killed) if r["kind"] == "train"] == list(range(1, max_steps + 1))
+    assert [r["step"] for r in history(killed) if "train/loss" in r] == list(range(1, max_steps + 1))
     assert_same_weights(killed, uninterrupted)
     assert len(list((killed / "checkpoints").glob("step-*"))) == 2  # keep_last
 
@@ -94,9 +97,14 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_history(stage: str, sampl
     events.Reload()
     scalars = events.Scalars("train/loss")
     assert [s.step for s in scalars] == list(range(1, max_steps + 1))
-    losses = [r["loss"] for r in history(uninterrupted) if r["kind"] == "train"]
+    losses = [r["train/loss"] for r in history(uninterrupted) if "train/loss" in r]
     assert [s.value for s in scalars] == pytest.approx(losses, rel=1e-6)
-    assert "eval/perplexity" in events.Tags()["scalars"]
+    assert TAGS <= set(events.Tags()["scalars"]), sorted(events.Tags()["scalars"])
+    seen = events.Scalars("train/tokens_seen")
+    assert seen[-1].value == max_steps * 4 * WORLD * 64  # micro-batch 4 x 2 ranks x seq_len 64, every step
+    assert all(s.value > 0 for s in events.Scalars("train/memory_mb"))
+    names = {k for line in (killed / "history.jsonl").read_text().splitlines() for k in json.loads(line)}
+    assert names == TAGS | {"step"}  # history.jsonl uses the same names
 
     # The export is a Hugging Face model folder that transformers loads as is, with its tokenizer.
     model = AutoModelForMaskedLM.from_pretrained(str(killed / "export"), local_files_only=True)
@@ -125,7 +133,7 @@ def test_mpirun_stop_signal_checkpoints_and_resume_finishes(mpirun: list[str], s
     assert 0 < stopped_at < max_steps, output[-3000:]
     assert not (out / "export").exists()
     run(launch)
-    steps = [r["step"] for r in history(out) if r["kind"] == "train"]
+    steps = [r["step"] for r in history(out) if "train/loss" in r]
     assert steps == list(range(1, max_steps + 1))
     assert (out / "export" / "model.safetensors").is_file()
 
@@ -136,8 +144,9 @@ def test_srun_two_ranks(slurm_cluster, sample_shards: Path, tmp_path: Path) -> N
     run(["srun", "--ntasks", str(WORLD), "--partition", slurm_cluster.partition, "--time", "30",
          "--kill-on-bad-exit=1", sys.executable, SCRIPT, str(config), f"output_dir={out}"])
     records = history(out)
-    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 7))
-    assert all(r["loss"] == r["loss"] and r["loss"] < 20 for r in records)  # finite, not NaN
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(1, 7))
+    losses = [value for r in records for name, value in r.items() if name.endswith("/loss")]  # train and eval
+    assert all(loss == loss and loss < 20 for loss in losses)  # finite, not NaN
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["precision"] == "bf16" and resolved["output_dir"] == str(out)
 
@@ -151,10 +160,10 @@ def test_single_process_layouts_and_precisions(stage: str, precision: str, sampl
     out = tmp_path / "run"
     run([sys.executable, SCRIPT, str(config), f"output_dir={out}"])
     records = history(out)
-    train_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    train_losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(train_losses) == 4 and all(0 < loss < 20 for loss in train_losses)
     assert train_losses[-1] < train_losses[0]  # lr 1e-3 on a tiny model: the loss must move down
-    assert [r["kind"] for r in records].count("eval") == 1
+    assert sum("eval/loss" in r for r in records) == 1
     assert (out / "export" / "model.safetensors").is_file()
 
 
@@ -186,8 +195,8 @@ def test_accumulation_checkpointing_token_limit_and_continuing_from_an_export(sa
     # Continue from the export as from any local Hugging Face BERT folder (e.g. a downloaded mBERT).
     run([sys.executable, SCRIPT, str(config), f"output_dir={second}", "model.config={}",
          f"model.init={first / 'export'}", "train.max_tokens=0", "train.max_steps=2", "train.warmup_steps=0"])
-    first_loss = [r["loss"] for r in history(first)]
-    second_loss = [r["loss"] for r in history(second)]
+    first_loss = [r["train/loss"] for r in history(first)]
+    second_loss = [r["train/loss"] for r in history(second)]
     assert len(second_loss) == 2
     assert second_loss[0] < first_loss[0] - 0.05  # it starts from the trained weights, not from scratch
 

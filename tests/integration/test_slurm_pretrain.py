@@ -20,7 +20,8 @@ import yaml
 from _launch import REPO, run
 
 from medtrain.errors import UserError
-from medtrain.grid.pretrain_job import run_finished, submit_pretrain
+from medtrain.cluster.pretrain_job import run_finished, submit_pretrain
+from medtrain.cluster.resources import SlurmResources
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def train_steps(run_dir: Path) -> list[int]:
     """Steps in history.jsonl; while the run writes, its last line may be incomplete, so it is left out."""
     path = run_dir / "history.jsonl"
     lines = path.read_text().split("\n")[:-1] if path.is_file() else []
-    return [r["step"] for r in map(json.loads, lines) if r["kind"] == "train"]
+    return [r["step"] for r in map(json.loads, lines) if "train/loss" in r]
 
 
 def slurm(*command: str) -> str:
@@ -205,9 +206,11 @@ def test_cancelled_job_stops_and_is_not_requeued(slurm_cluster, sample_shards: P
 
 
 def test_misspelt_slurm_parameter_lists_valid_names(slurm_cluster, sample_shards: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"exlude \(did you mean exclude.*valid names: account, .*nodelist"):
-        submit_pretrain(write_config(tmp_path, sample_shards, 10, save_every=5), slurm={"exlude": "node7"},
-                        partition=slurm_cluster.partition, folder=tmp_path / "logs")
+    with pytest.raises(UserError, match=r"^slurm.extra.exlude: unknown SLURM parameter; did you mean exclude.*valid "
+                                        r"SLURM parameters: additional_parameters, .*nodelist"):
+        submit_pretrain(write_config(tmp_path, sample_shards, 10, save_every=5),
+                        resources=SlurmResources(partition=slurm_cluster.partition, extra={"exlude": "node7"}),
+                        folder=tmp_path / "logs")
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
 
 

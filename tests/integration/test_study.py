@@ -1,7 +1,7 @@
 """`medtrain study` end to end on the sample data, for real, at the size `make demo` runs (less the biomedical
-variant and the cross-lingual test sets): prepare, a general-domain baseline pretrained on 2 DeepSpeed CPU ranks,
-a clinical variant continuing from it, a fine-tuning grid over both x screening and two NER tasks x 3 seeds,
-analysis and report. The check the study exists for: the clinical variant beats the un-adapted baseline on
+variant and the cross-lingual test sets; the session's `demo` fixture runs it): prepare, a general-domain
+baseline pretrained on 2 DeepSpeed CPU ranks, a clinical variant continuing from it, a fine-tuning grid over
+both x screening and two NER tasks x 3 seeds, analysis and report. The check the study exists for: the clinical variant beats the un-adapted baseline on
 screening and on NER by more than the confidence interval. Then: a second run redoes nothing, and a lost run is
 the only thing redone. On SLURM: the pretraining jobs in order and the fine-tuning array waiting for them.
 """
@@ -13,19 +13,21 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from medtrain.cli import run as medtrain
 from medtrain.config import read_yaml, resolve_config_path
-from medtrain.data.sample import write_sample_data
 from medtrain.grid.records import load_jobs
+
+if TYPE_CHECKING:  # the session's demo study (tests/integration/conftest.py)
+    from conftest import Demo
 
 pytestmark = pytest.mark.integration
 
-DEMO_SCALE = 3.0  # as in `make demo`: 60 screening test patients per language, 36 NER test documents
+NAMED = Path("demo/study")  # the study's folder as its documented command names it, relative to the demo root
 
 
 def run_study(config: Path, timeout: int) -> subprocess.CompletedProcess[str]:
@@ -46,24 +48,6 @@ def study_yaml(path: Path, data: Path, out: Path, **changes: Any) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`medtrain sample-data` as `make demo` calls it (seed 0, scale 3)."""
-    out = tmp_path_factory.mktemp("study") / "data"
-    write_sample_data(out, seed=0, scale=DEMO_SCALE)
-    return out
-
-
-@pytest.fixture(scope="module")
-def study(demo_data: Path) -> tuple[Path, Path, str]:
-    """One local study, run once for the module: (config, output folder, what it printed)."""
-    out = demo_data.parent / "out"
-    config = study_yaml(demo_data.parent / "study.yaml", demo_data, out)
-    result = run_study(config, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return config, out, result.stdout
-
-
 def difference(out: Path, task: str, variant: str = "clinical") -> dict[str, Any]:
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     [d] = [d for d in report["tasks"][task]["differences"] if d["variant"] == variant and d["in_language"]]
@@ -71,18 +55,17 @@ def difference(out: Path, task: str, variant: str = "clinical") -> dict[str, Any
 
 
 @pytest.mark.parametrize("task", ["screening-nl", "ner-ro", "ner-es"])
-def test_clinical_variant_beats_the_baseline_beyond_the_interval(study: tuple[Path, Path, str], task: str) -> None:
+def test_clinical_variant_beats_the_baseline_beyond_the_interval(demo: Demo, task: str) -> None:
     """Screening: one epoch at a low rate separates patients only for a model whose pretraining already
     taught it the clinical words. NER: half the test entities' terms never occur in NER training
     (sample.held_out_terms); only the clinical corpus taught them."""
-    _, out, _ = study
-    d = difference(out, task)
+    d = difference(demo.out, task)
     assert d["lo"] > 0, f"{task}: clinical - baseline = {d['delta']:+.3f}, 95% interval [{d['lo']:+.3f}, {d['hi']:+.3f}]"
     assert d["lo"] <= d["delta"] <= d["hi"]
 
 
-def test_report_has_table_winners_differences_matrix_and_analysis(study: tuple[Path, Path, str]) -> None:
-    _, out, printed = study
+def test_report_has_table_winners_differences_matrix_and_analysis(demo: Demo) -> None:
+    out, printed = demo.out, demo.printed
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("## Results", "## Winner per task", "## Difference from the baseline", "## Cross-lingual matrix",
                     "## Why: the data behind the differences", "## All fine-tuning runs"):
@@ -92,23 +75,23 @@ def test_report_has_table_winners_differences_matrix_and_analysis(study: tuple[P
     assert "**" in row  # the best model is marked
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / image).is_file(), image
-    assert f"report: {out / 'report.md'}" in printed
-    assert f"tensorboard --logdir {out}" in printed
+    assert f"report: {NAMED / 'report.md'}" in printed
+    assert f"tensorboard --logdir {NAMED}" in printed
     assert "| task | metric | train → test | baseline | clinical |" in printed
     # the exports are Hugging Face folders that continue from one another
     clinical = yaml.safe_load((out / "pretrain" / "clinical" / "config.yaml").read_text(encoding="utf-8"))
-    assert clinical["model"]["init"] == str(out / "pretrain" / "baseline" / "export")
+    assert clinical["model"]["init"] == str(NAMED / "pretrain" / "baseline" / "export")
 
 
-def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(study: tuple[Path, Path, str]) -> None:
-    config, out, _ = study
+def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(demo: Demo) -> None:
+    out = demo.out
     results = sorted((out / "grid" / "runs").glob("*/results.json"))
     stamps = {p: p.stat().st_mtime_ns for p in results}
-    again = run_study(config, timeout=600)
+    again = demo.run(demo.study_command, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[1/5] prepare: " in again.stdout and "is complete" in again.stdout
     for name in ("baseline", "clinical"):  # both exports found complete, no pretraining started
-        assert f"[2/5] pretrain {name}: {out / 'pretrain' / name / 'export'} is complete" in again.stdout
+        assert f"[2/5] pretrain {name}: {NAMED / 'pretrain' / name / 'export'} is complete" in again.stdout
     assert "2 rank(s)" not in again.stdout
     assert "0 to launch" in again.stdout and "[5/5] report: " in again.stdout
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
@@ -117,7 +100,7 @@ def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(stud
     for file in lost.rglob("*"):
         if file.is_file():
             file.unlink()
-    third = run_study(config, timeout=600)
+    third = demo.run(demo.study_command, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "1 to launch" in third.stdout
     assert (lost / "results.json").is_file()

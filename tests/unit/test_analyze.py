@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def tiny_model(data: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def test_analysis_tables_and_plots(data: Path, tmp_path: Path) -> None:
+def test_analysis_tables_and_plots(data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     model_a = tiny_model(data, tmp_path / "a", seed=0)
     shutil.copytree(model_a, tmp_path / "a_copy")
     config = {
@@ -51,7 +52,12 @@ def test_analysis_tables_and_plots(data: Path, tmp_path: Path) -> None:
     }
     path = tmp_path / "analyze.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert run(["analyze", str(path)]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(["analyze", str(path)]) == 0
+    printed = capfd.readouterr()
+    assert "Loading weights" not in printed.out + printed.err  # models load through model.load_pretrained
+    assert not [w for w in caught if "matplotlib" in w.filename], [str(w.message) for w in caught]
     result = json.loads((tmp_path / "report" / "analysis.json").read_text())
     for row in result["tokenizer"].values():
         assert 1.0 <= row["fertility"] < 5 and 0 <= row["unk_rate"] < 0.05 and row["documents"] > 0

@@ -11,7 +11,9 @@ from types import ModuleType
 import pytest
 import torch
 
+from medtrain.config import build_config
 from medtrain.errors import UserError
+from medtrain.pretrain import PretrainConfig
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -70,31 +72,55 @@ def test_peak_table_lookup() -> None:
     assert flops.peak_for("Some CPU") is None
 
 
+def zero(n: int) -> str:
+    return f"ds_configs/zero{n}.json"
+
+
 def test_matrix_expansion_products_defaults_and_duplicates() -> None:
-    matrix = {"defaults": {"model": "mini", "micro_batch": 4},
-              "runs": [{"zero": [0, 1, 2, 3], "micro_batch": [4, 16]},
-                       {"zero": 2, "micro_batch": 4},  # already in the first block: collapses
-                       {"system": ["hf-padded", "hf-grouped"], "zero": [0, 3]}]}  # zero means nothing to HF
+    matrix = run.Matrix(defaults={"model": "mini", "micro_batch": 4},
+                        runs=[{"deepspeed": [zero(n) for n in range(4)], "micro_batch": [4, 16]},
+                              {"deepspeed": zero(2), "micro_batch": 4},  # already in the first block: collapses
+                              {"system": ["hf-padded", "hf-grouped"], "deepspeed": [zero(0), zero(3)]}])  # not HF's
     configs = run.expand(matrix)
     assert len(configs) == 8 + 2
     assert all(c["model"] == "mini" for c in configs)
-    assert sorted((c["zero"], c["micro_batch"]) for c in configs if c["system"] == "medtrain") == \
+    assert sorted((run.layout(c)["zero"], c["micro_batch"]) for c in configs if c["system"] == "medtrain") == \
         [(z, mb) for z in range(4) for mb in (4, 16)]
     hf = [c for c in configs if c["system"] != "medtrain"]
-    assert [c["zero"] for c in hf] == [None, None] and hf[0]["micro_batch"] == 4
+    assert [c["deepspeed"] for c in hf] == [None, None] and hf[0]["micro_batch"] == 4
     assert len({run.signature(c) for c in configs}) == len(configs)
     assert [run.normalize(c) for c in configs] == configs  # normalising twice changes nothing
 
 
-def test_matrix_errors_name_the_fix() -> None:
+def test_the_deepspeed_json_sets_stage_and_offload_as_in_pretraining() -> None:
+    layouts = [run.layout(run.normalize({"deepspeed": f"ds_configs/{name}.json"}))
+               for name in ("zero0", "zero2-offload", "zero3-offload-optimizer", "zero3-offload")]
+    assert layouts == [{"zero": 0, "offload": "none"}, {"zero": 2, "offload": "optimizer"},
+                       {"zero": 3, "offload": "optimizer"}, {"zero": 3, "offload": "all"}]
+    resolved = run.pretrain_config(run.normalize({"precision": "bf16", "grad_accum": 2}), Path("shards"), 0,
+                                   Path("out"))
+    cfg = build_config(PretrainConfig, resolved)  # what the worker hands to pretrain.build()
+    assert cfg.deepspeed == run.REPO / "ds_configs" / "zero2.json" and cfg.train.precision == "bf16"
+    assert cfg.train.grad_accum == 2 and cfg.train.max_steps == 3 + 10 and cfg.train.eval_every == 0
+
+
+def test_matrix_errors_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="did you mean micro_batch"):
-        run.expand({"runs": [{"micro_bach": 4}]})
-    with pytest.raises(UserError, match="needs ZeRO stage 3"):
-        run.expand({"runs": [{"zero": 2, "offload": "all"}]})
+        run.expand(run.Matrix(runs=[{"micro_bach": 4}]))
+    with pytest.raises(UserError, match="DeepSpeed config not found"):
+        run.expand(run.Matrix(runs=[{"deepspeed": "ds_configs/zero9.json"}]))
     with pytest.raises(UserError, match="one process"):
-        run.expand({"runs": [{"system": "hf-grouped", "procs": 2}]})
+        run.expand(run.Matrix(runs=[{"system": "hf-grouped", "procs": 2}]))
     with pytest.raises(UserError, match="model must be one of"):
-        run.expand({"runs": [{"model": "huge"}]})
+        run.expand(run.Matrix(runs=[{"model": "huge"}]))
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nruns:\n  - {micro_batch: 4}\ntimeout: 5\n")
+    with pytest.raises(UserError, match=r"m.yaml:4: timeout: unknown key; did you mean timeout_s"):
+        run.load_matrix(path)
+    path.write_text("name: m\nruns:\n  - {zero: 2}\n")
+    matrix, lines = run.load_matrix(path)
+    with pytest.raises(UserError, match=r"m.yaml:3: zero: unknown key"):
+        run.expand(matrix, path, lines)
 
 
 @pytest.mark.parametrize("largest, start, step", [(37, 8, 1), (37, 64, 1), (5, 8, 1), (1000, 8, 1), (37, 8, 8)])

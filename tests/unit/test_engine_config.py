@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medtrain.engine import EngineSpec, build_ds_config, lr_factor
+from medtrain.engine import EngineSpec, build_ds_config, lr_factor, model_states_estimate
 from medtrain.errors import UserError
 
 DS_CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
@@ -77,3 +77,15 @@ def test_lr_schedule_shapes() -> None:
     assert lr_factor(35, warm, total, "cosine", 0.0) > lr_factor(35, warm, total, "linear", 0.0)
     assert lr_factor(total, warm, total, "linear", 0.1) == pytest.approx(0.1)
     assert lr_factor(total, warm, total, "constant", 0.0) == 1.0
+
+
+def test_memory_estimate_counts_every_parameter_once() -> None:
+    from medtrain.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                            "intermediate_size": 64}), vocab_size=100)
+    stage3 = model_states_estimate(model, stage=3, offload="all", procs=2, nodes=1)
+    assert stage3["total_params"] == sum(p.numel() for p in model.parameters())  # the tied decoder once
+    assert stage3["largest_layer_params"] == 512 * 32  # position embeddings (BERT default 512) > words (100)
+    assert stage3["function"] == "estimate_zero3_model_states_mem_needs" and stage3["host"] > 0
+    assert model_states_estimate(model, stage=0, offload="none", procs=1, nodes=1)["function"] is None

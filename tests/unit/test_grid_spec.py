@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ from medtrain.errors import UserError
 from medtrain.finetune import FinetuneConfig
 from medtrain.grid.records import load_jobs, new_record, save_jobs
 from medtrain.grid.spec import Run, canonical, expand, load_grid, signature
-from medtrain.grid.status import (COMPLETED, FAILED, NOT_SUBMITTED, PENDING, REQUEUED, RUNNING, SlurmJob,
-                                  find_job, format_status, parse_squeue, run_status)
+from medtrain.cluster.jobs import SlurmJob, find_job, parse_squeue
+from medtrain.config import config_to_dict
+from medtrain.grid.status import (COMPLETED, FAILED, NOT_SUBMITTED, PENDING, REQUEUED, RUNNING, RunStatus,
+                                  format_status, grid_status, run_status)
 from medtrain.grid.submit import runs_to_launch, submit_grid
 
 BASE = {
@@ -146,10 +149,12 @@ def test_packaged_demo_grid_expands() -> None:
     ({"axes": {"train.seed": [0]}, "combos": [{"train.seed": 1}]}, "combos.0.train.seed: also an axis", 5),
     ({"axes": {"output_dir": ["x"]}}, "axes.output_dir: set by the grid", 3),
     ({"slurm": {"partion": "gpu"}}, "slurm.partion: unknown key; did you mean partition? valid keys: account, "
-                                    "constraint, cpus_per_task, extra, gpus_per_task", 2),
+                                    "constraint, cpus_per_task, extra, gpus_per_node, gpus_per_task", 2),
     ({"slurm": {"extra": {"exlude": "node7"}}}, "slurm.extra.exlude: unknown SLURM parameter; did you mean "
-                                                "exclude or exclusive? valid names: additional_parameters", 3),
-    ({"slurm": {"extra": {"partition": "gpu"}}}, "slurm.extra.partition: set by the grid spec itself", 3),
+                                                "exclude or exclusive? valid SLURM parameters: additional_parameters",
+     3),
+    ({"slurm": {"extra": {"partition": "gpu"}}}, "slurm.extra.partition: set by slurm.partition itself", 3),
+    ({"slurm": {"gpus_per_node": 1}}, "slurm: a fine-tuning run is one task on one node", 2),
     ({"executor": "cloud"}, "executor: must be one of 'slurm', 'local'", 2),
     ({"axes": {"task": ["screening"]}}, "data.format brat does not fit task screening", None),
 ])
@@ -194,8 +199,9 @@ def test_bad_grid_on_the_command_line_exits_2_and_submits_nothing(tmp_path: Path
 # ----------------------------------------------------------------------------- states and what to launch
 
 
-def make_run(tmp_path: Path, name: str, complete: bool = False) -> Run:
-    run = Run(name, {"train.seed": 0}, {"output_dir": str(tmp_path / "runs" / name)})
+def make_run(tmp_path: Path, name: str, complete: bool = False, seed: int = 0) -> Run:
+    config = config_to_dict(finetune_config({**BASE, "train": {"seed": seed}}))
+    run = Run(name, {"train.seed": seed}, {**config, "output_dir": str(tmp_path / "runs" / name)})
     if complete:
         run.run_dir.mkdir(parents=True)
         (run.run_dir / "results.json").write_text("{}")
@@ -264,8 +270,6 @@ def test_local_run_states(tmp_path: Path) -> None:
 
 
 def test_only_missing_runs_are_launched(tmp_path: Path) -> None:
-    from medtrain.grid.status import RunStatus
-
     runs = [make_run(tmp_path, name) for name in ("a", "b", "c", "d", "e", "f")]
     states = [COMPLETED, PENDING, RUNNING, REQUEUED, FAILED, NOT_SUBMITTED]
     statuses = [RunStatus(run, state, None, "") for run, state in zip(runs, states)]
@@ -294,3 +298,85 @@ def test_a_resubmitted_run_keeps_its_earlier_job_ids(tmp_path: Path) -> None:
     assert second["job_id"] == "9_2" and second["earlier"] == ["5_0"]
     save_jobs(tmp_path, {"abc": second})
     assert load_jobs(tmp_path) == {"abc": second}
+
+
+# ----------------------------------------------------------------------------- status lines, paths, TensorBoard
+
+
+def test_status_names_each_run_by_what_differs(tmp_path: Path) -> None:
+    runs = [make_run(tmp_path, "a", seed=0), make_run(tmp_path, "b", seed=1)]
+    lines = format_status([RunStatus(run, NOT_SUBMITTED, None, "") for run in runs]).splitlines()
+    assert lines[1].split() == ["a", "not", "submitted", "-", "seed=0"]  # not the whole nested config
+    assert lines[2].split()[-1] == "seed=1"
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.lr": [1e-5, 2e-5]}, combos=[
+        {"data.train": "data/ner/es/train"}, {"data.train": "data/ner/ro/train"}])))
+    labels = [re.split(r"\s{2,}", line)[3] for line in format_status(grid_status(grid)).splitlines()[1:-1]]
+    assert labels == ["es→es+ro train.lr=1e-05", "es→es+ro train.lr=2e-05", "ro→es+ro train.lr=1e-05",
+                      "ro→es+ro train.lr=2e-05"]
+
+
+def test_grid_status_imports_no_torch(tmp_path: Path) -> None:
+    path = write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]}))
+    code = ("import sys; from medtrain.cli import run; code = run(['grid', 'status', sys.argv[1]]); "
+            "heavy = [m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "assert not heavy, heavy; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "2 runs: 2 not submitted" in result.stdout
+
+
+def test_missing_model_or_data_is_one_error_before_launching(tmp_path: Path) -> None:
+    for executor in ("local", "slurm"):
+        grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, executor=executor)))
+        with pytest.raises(UserError, match=r"model folder not found .*; nothing was launched") as raised:
+            submit_grid(grid)
+        assert raised.value.path == str(Path("models/mbert").resolve())
+        assert not (grid.grid_dir / "jobs.json").exists()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, executor="local")), [f"base.model={tmp_path}/model"])
+    with pytest.raises(UserError, match=r"data.train.es: folder of .txt/.ann files not found; nothing was") as raised:
+        submit_grid(grid)
+    assert raised.value.path.endswith("data/ner/es/train")
+
+
+def test_a_failed_local_run_makes_grid_submit_exit_nonzero(tmp_path: Path) -> None:
+    for folder in ("model", "ner/es/train", "ner/es/dev", "ner/es/test", "ner/ro/test"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "model" / "config.json").write_text("{}")  # passes the input check, fails to load
+    data = {"format": "brat", "train": f"{tmp_path}/ner/es/train", "dev": f"{tmp_path}/ner/es/dev",
+            "test": {"es": f"{tmp_path}/ner/es/test", "ro": f"{tmp_path}/ner/ro/test"}}
+    path = write_grid(tmp_path, grid_body(tmp_path, executor="local", base={**BASE, "model": str(tmp_path / "model"),
+                                                                             "data": data}))
+    result = subprocess.run([sys.executable, "-m", "medtrain.cli", "grid", "submit", str(path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 runs: 1 failed" in result.stdout
+
+
+def test_tensorboard_lists_grid_runs_by_readable_name(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from torch.utils.tensorboard import SummaryWriter
+
+    from medtrain.grid.tensorboard import link_runs
+
+    spec = write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]}))
+    grid = load_grid(spec)
+    links = link_runs(grid)  # before the runs start: dangling links, which TensorBoard skips
+    assert sorted(p.name for p in links.values()) == ["seed0", "seed1"]
+    for run in grid.runs:
+        with SummaryWriter(str(run.run_dir / "tensorboard")) as writer:
+            writer.add_scalar("train/loss", 1.0, 1)
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(grid.grid_dir))
+    multiplexer.Reload()
+    runs = set(multiplexer.Runs())
+    assert {"tensorboard/seed0", "tensorboard/seed1"} <= runs
+    assert {f"runs/{run.signature}/tensorboard" for run in grid.runs} <= runs
+    assert "train/loss" in multiplexer.GetAccumulator("tensorboard/seed1").Tags()["tensors"]
+    # Idempotent; a run no longer in the grid loses its link, other files are left alone.
+    (grid.grid_dir / "tensorboard" / "hparams").mkdir()
+    assert link_runs(grid) == links
+    link_runs(load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0]}))))
+    names = sorted(p.name for p in (grid.grid_dir / "tensorboard").iterdir())
+    assert names == ["hparams", "mbert_ner_es-to-es+ro_seed0"]  # a lone run: named in full

@@ -33,6 +33,11 @@ def test_decoder_stays_tied_to_embeddings() -> None:
     assert model.mlm.cls.predictions.decoder.weight is model.mlm.bert.embeddings.word_embeddings.weight
 
 
+def test_vocabulary_covers_the_tokenizer_and_keeps_a_larger_configured_one() -> None:
+    assert build_model(ModelConfig(config={**TINY, "vocab_size": 500}), vocab_size=100).mlm.config.vocab_size == 500
+    assert build_model(ModelConfig(config={**TINY, "vocab_size": 50}), vocab_size=100).mlm.config.vocab_size == 100
+
+
 def test_config_rejects_both_or_neither_and_unknown_fields() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         ModelConfig()

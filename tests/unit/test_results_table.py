@@ -15,8 +15,8 @@ import yaml
 
 from medtrain.cli import run as cli
 from medtrain.errors import UserError
-from medtrain.grid.results import build_table, differing_columns, find_run_dirs, load_run, short_names, to_csv, \
-    to_markdown, write_results
+from medtrain.grid.results import to_csv, to_markdown, write_results
+from medtrain.grid.table import build_table, differing_columns, find_run_dirs, load_run, run_labels, short_names
 
 
 def fake_run(folder: Path, *, model: str = "/m/mbert", seed: int = 0, lr: float = 3e-5, train: str = "es",
@@ -120,6 +120,9 @@ def test_dev_languages_show_only_where_they_do_not_follow_training(tmp_path: Pat
     other_dev = fake_run(tmp_path / "es-dev-ro", train="es", seed=1)
     results = json.loads((other_dev / "results.json").read_text())
     (other_dev / "results.json").write_text(json.dumps({**results, "dev_languages": ["ro"]}))
+    config = yaml.safe_load((other_dev / "config.yaml").read_text())  # finetune writes both alike
+    (other_dev / "config.yaml").write_text(yaml.safe_dump({**config, "data": {**config["data"],
+                                                                                "dev": {"ro": "/data/ner/ro/dev"}}}))
     assert differing_columns([load_run(d) for d in find_run_dirs(tmp_path)]) == ["dev"]
 
 
@@ -139,12 +142,12 @@ def test_results_command_writes_tables_plots_and_hparams(grid_dir: Path, capsys:
     assert (grid_dir / "results.csv").read_text(encoding="utf-8").startswith("model,task,train,eval,train.lr,")
     for name in ("heatmap-ner.png", "bars-ner.png"):
         assert (grid_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tensorboard = grid_dir / "tensorboard"
+    tensorboard = grid_dir / "tensorboard" / "hparams"
     root = EventAccumulator(str(tensorboard))
     root.Reload()
     experiment = metadata.parse_experiment_plugin_data(root.PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG])
     assert {h.name for h in experiment.hparam_infos} == {"model", "task", "train", "seed", "train.lr"}
-    assert {m.name.tag for m in experiment.metric_infos} == {"test/f1_es", "test/f1_ro", "dev/f1"}
+    assert {m.name.tag for m in experiment.metric_infos} == {"test/f1_es", "test/f1_ro", "eval/f1"}
     sessions = sorted(p for p in tensorboard.iterdir() if p.is_dir())
     assert [p.name for p in sessions] == [f"r{k:02d}" for k in range(12)]
     events = EventAccumulator(str(sessions[-1]))
@@ -161,13 +164,31 @@ def test_results_command_writes_tables_plots_and_hparams(grid_dir: Path, capsys:
 
 def test_results_of_a_single_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = fake_run(tmp_path / "run")
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"curves")  # the run's own, kept
     assert cli(["results", str(run_dir)]) == 0
     assert "| mbert | ner | es → ro | 1 | 0.500 |" in capsys.readouterr().out
-    assert (run_dir / "results.csv").is_file() and (run_dir / "tensorboard" / "run").is_dir()
+    assert (run_dir / "results.csv").is_file() and (run_dir / "tensorboard" / "hparams" / "run").is_dir()
+    assert (run_dir / "tensorboard" / "events.out.tfevents.1.host").read_bytes() == b"curves"
 
 
-def test_no_finished_runs_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(UserError, match="no finished runs"):
-        write_results(tmp_path)
-    assert cli(["results", str(tmp_path / "missing")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+def test_run_labels_name_runs_by_what_differs(tmp_path: Path) -> None:
+    runs = [load_run(fake_run(tmp_path / f"r{seed}{lr}", seed=seed, lr=lr)) for seed in (0, 1) for lr in (1e-5, 2e-5)]
+    assert run_labels(runs) == ["seed=0 train.lr=1e-05", "seed=0 train.lr=2e-05", "seed=1 train.lr=1e-05",
+                                "seed=1 train.lr=2e-05"]
+    assert run_labels(runs[:1]) == ["mbert ner es→es+ro seed=0"]  # a lone run: named in full
+
+
+def test_grid_modules_import_one_way() -> None:
+    """table <- hparams, plots <- results: the table module needs none of its renderers (no hidden cycle)."""
+    import ast
+
+    grid = Path(__file__).parents[2] / "medtrain" / "grid"
+    imports = {path.stem: {node.module for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                           if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medtrain.grid.")}
+               for path in grid.glob("*.py")}
+    assert imports["table"] == set()
+    assert imports["hparams"] == imports["plots"] == {"medtrain.grid.table"}
+    for module, uses in imports.items():  # no two modules import each other
+        for used in uses:
+            assert f"medtrain.grid.{module}" not in imports.get(used.removeprefix("medtrain.grid."), set()), used

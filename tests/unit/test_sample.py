@@ -1,19 +1,23 @@
 """The bundled synthetic data set: deterministic, well-formed BRAT/CoNLL, screening that is learnable but not trivial.
 
 The CoNLL checks rebuild IOB2 from the .txt and .ann files with code of their own (character painting rather
-than the generator's interval test), under the policy in `medtrain.data.sample`'s docstring.
+than the generator's interval test), under the policy in `medtrain.data.sample.spans`'s docstring.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 import yaml
 
-from medtrain.data.sample import _LANGUAGES, DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, held_out_terms, write_sample_data
+from medtrain.data.sample import DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, write_sample_data
+from medtrain.data.sample.generator import held_out_terms
+from medtrain.data.sample.vocabulary import COMMON_WORDS, NUMBERS, VOCABULARIES
 from medtrain.errors import UserError
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -243,7 +247,7 @@ def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
     """Half of the entity terms are never annotated in NER training or dev, yet occur in the test split and
     in the clinical corpus: the words domain pretraining can teach and fine-tuning cannot."""
     for language in LANGUAGES:
-        held_out = held_out_terms(_LANGUAGES[language])
+        held_out = held_out_terms(VOCABULARIES[language])
         assert held_out
         mentions = {split: {text for ann in (sample / "ner" / language / split).glob("*.ann")
                             for _, _, text in read_ann(ann)} for split in SPLITS}
@@ -251,3 +255,24 @@ def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
         assert held_out & mentions["test"]
         corpus = (sample / "corpora" / f"clinical_{language}.jsonl").read_text(encoding="utf-8")
         assert all(term in corpus for term in held_out & mentions["test"])
+
+
+def test_every_template_slot_has_words_or_numbers() -> None:
+    """The templates live in JSON files now, so a slot misspelt there is caught here, not mid-generation."""
+    for language, vocabulary in VOCABULARIES.items():
+        templates = [*vocabulary.clinical_titles, *vocabulary.cues, *vocabulary.decoys, *vocabulary.biomedical_titles,
+                     *(t for sections in (vocabulary.clinical_sections, vocabulary.biomedical_sections,
+                                          vocabulary.general_topics) for title, body in sections for t in (title, *body))]
+        slots = {slot for template in templates for slot in re.findall(r"\{(\w+?)\d?\}", template)}
+        known = {*ENTITY_TYPES, *vocabulary.words, *COMMON_WORDS, *NUMBERS}
+        assert slots and slots <= known, f"{language}: unknown slots {sorted(slots - known)}"
+        assert not re.search("[şţŞŢ]", str(vocabulary)), f"{language}: a cedilla letter instead of comma-below"
+
+
+def test_vocabulary_files_are_package_data() -> None:
+    """A non-editable install ships only the files pyproject.toml names: every vocabulary file must match."""
+    package = Path(__file__).resolve().parents[2] / "medtrain" / "data" / "sample"
+    pyproject = tomllib.loads((package.parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["medtrain.data.sample"]
+    files = [p.relative_to(package).as_posix() for p in (package / "vocabulary").iterdir()]
+    assert files and all(any(fnmatch(f, pattern) for pattern in patterns) for f in files), files

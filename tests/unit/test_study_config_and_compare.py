@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,11 @@ import pytest
 from medtrain import metrics
 from medtrain.config import load_config
 from medtrain.errors import UserError
-from medtrain.compare import Cell, CompareConfig, RunScores, difference
-from medtrain.study import BASELINE, Study, StudyConfig, grid_spec
+from medtrain.cluster.resources import SlurmResources
+from medtrain.study.compare import Cell, RunScores, difference
+from medtrain.study.config import BASELINE, CompareConfig, StudyConfig
+from medtrain.study.plan import Study
+from medtrain.study.stages import grid_spec
 
 
 def scores(rows: list[tuple[int, int, int]], units: tuple[str, ...] | None = None) -> RunScores:
@@ -107,3 +112,26 @@ def test_variants_continue_from_the_baseline_export(tmp_path: Path, sample_dir: 
 def test_bad_study_configs_are_user_errors(tmp_path: Path, sample_dir: Path, override: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         Study(study_config(tmp_path, sample_dir, override))
+
+
+def test_slurm_sections_keep_the_pretrain_keys_and_share_one_resources_type(tmp_path: Path) -> None:
+    """slurm.pretrain takes the keys it always took (PretrainSlurm's), now as the one SlurmResources type."""
+    cfg = load_config(StudyConfig, "study-cluster", [f"output_dir={tmp_path}", f"data_dir={tmp_path}",
+                                                     "slurm.pretrain.tasks_per_node=2", "slurm.pretrain.qos=long",
+                                                     "slurm.pretrain.extra={exclude: node07}"])
+    assert isinstance(cfg.slurm.pretrain, SlurmResources) and isinstance(cfg.slurm.finetune, SlurmResources)
+    pretrain = cfg.slurm.pretrain
+    assert (pretrain.nodes, pretrain.gpus_per_node, pretrain.tasks_per_node, pretrain.partition, pretrain.time_min,
+            pretrain.cpus_per_task, pretrain.mem_gb, pretrain.qos, pretrain.extra) == \
+           (2, 4, 2, "gpu", 1440, 8, 200, "long", {"exclude": "node07"})
+    assert cfg.slurm.finetune.gpus_per_task == 1
+    with pytest.raises(UserError, match="did you mean gpus_per_node"):
+        load_config(StudyConfig, "study-cluster", [f"output_dir={tmp_path}", f"data_dir={tmp_path}",
+                                                   "slurm.pretrain.gpus_per_nodes=2"])
+
+
+def test_study_config_and_analysis_config_import_no_torch() -> None:
+    """A config is checked in a second: the modules that only describe must not pull in torch."""
+    code = ("import sys, medtrain.study.config, medtrain.study.analysis, medtrain.study.compare; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

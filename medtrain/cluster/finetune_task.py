@@ -34,7 +34,8 @@ class FinetuneTask(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         import torch
 
-        from medtrain.finetune import FinetuneConfig, finetune
+        from medtrain.finetune import FinetuneConfig
+        from medtrain.finetune.run import finetune
 
         if self.threads:
             torch.set_num_threads(self.threads)

@@ -1,5 +1,5 @@
 """The study's report: every run's per-unit test scores grouped per model and language pair, compared with the
-baseline (medtrain.compare), written as report.md, report.json and differences.png. Only numbers, never text."""
+baseline (medtrain.study.compare), written as report.md, report.json and differences.png. Only numbers, never text."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from medtrain.compare import Cell, CompareConfig, difference, ner_scores, screening_scores
-from medtrain.io import write_json_atomic, write_text_atomic
-from medtrain.study import BASELINE, Say, Study
+from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
+from medtrain.study.compare import Cell, difference, ner_scores, screening_scores
+from medtrain.study.config import BASELINE, CompareConfig
+from medtrain.study.plan import Say, Study
 
 Key = tuple[str, str, str, str]
 """(task name, model name, training language, test language)."""
@@ -180,7 +181,7 @@ def plot_differences(comparison: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("variant - baseline (task metric), with interval")
-    with open(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         figure.savefig(f, format="png", dpi=120)
     plt.close(figure)
 

@@ -6,7 +6,8 @@
 - masked-LM perplexity of each model on each task's text (with masks fixed by the seed, so models compare).
 
 Everything is counted on at most `max_documents` documents per source, so it runs in seconds on CPU. Only
-numbers are written (analysis.json, analysis.md, PNG plots): never text from the notes.
+numbers are written (analysis.json, analysis.md, PNG plots): never text from the notes. torch is imported
+only to measure perplexity, so the config loads without it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from medtrain.data.corpus import CorpusConfig, CorpusReader
 from medtrain.errors import UserError
-from medtrain.io import write_json_atomic, write_text_atomic
+from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
 
 WORD = re.compile(r"\w+")
 
@@ -141,10 +140,11 @@ def overlap(corpus: TextProfile, task: TextProfile) -> dict[str, float]:
 
 def perplexity(model_dir: Path, texts: list[str], tokenizer: Any, cfg: AnalyzeConfig) -> float:
     """Masked-LM perplexity on the task's text packed into [CLS] + seq_len-1 token sequences, masks fixed by seed."""
+    import torch
     from transformers import BertForMaskedLM
 
     from medtrain.data.masking import Masker, batch_generator
-    from medtrain.model import MaskedLM
+    from medtrain.model import MaskedLM, load_pretrained
 
     ids: list[int] = []
     for text in texts:
@@ -157,7 +157,7 @@ def perplexity(model_dir: Path, texts: list[str], tokenizer: Any, cfg: AnalyzeCo
     special = {name: getattr(tokenizer, f"{name}_token_id") for name in ("cls", "sep", "pad", "mask", "unk")}
     masker = Masker(len(tokenizer), special)
     try:
-        model = MaskedLM(BertForMaskedLM.from_pretrained(str(model_dir), local_files_only=True)).eval()
+        model = MaskedLM(load_pretrained(BertForMaskedLM, model_dir)).eval()
     except OSError as exc:
         raise UserError(f"cannot load a masked-LM model ({exc.__class__.__name__})", model_dir) from None
     total = count = 0.0
@@ -238,7 +238,8 @@ def plot(result: dict[str, Any], out: Path) -> None:
         fig.colorbar(image, ax=ax)
         ax.set_title(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
         plt.close(fig)
 
     coverage = {c: {t: v["token_coverage"] for t, v in row.items()} for c, row in result["overlap"].items()}

@@ -22,19 +22,7 @@ import numpy as np
 
 from medtrain import metrics
 from medtrain.errors import UserError
-
-
-@dataclasses.dataclass
-class CompareConfig:
-    bootstrap: int = 1000
-    """Multi-bootstrap replicates per difference (see the module docstring)."""
-    alpha: float = 0.05
-    """1 - confidence level (0.05: 95% intervals)."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.bootstrap < 1 or not 0 < self.alpha < 1:
-            raise ValueError("compare.bootstrap must be >= 1 and compare.alpha in (0, 1)")
+from medtrain.study.config import CompareConfig
 
 
 @dataclasses.dataclass(frozen=True)

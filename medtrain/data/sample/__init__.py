@@ -1,0 +1,25 @@
+"""The bundled synthetic clinical-style data set: nl / ro / es corpora, NER, screening records, a tokenizer.
+
+Why it exists: the study (further pretraining, then fine-tuning) must run anywhere, offline, on no patient
+data. Every text is generated from templates and word lists written for this project; no real note is
+copied. Where each part lives:
+    vocabulary/*.json, vocabulary.py   the word lists and templates (package data), and their loader
+    generator.py                       template filling and documents of each genre (why the data looks so)
+    spans.py                           text with entity offsets; the BRAT and CoNLL formats (the CoNLL policy)
+    write.py                           the files, each from its own seeded generator (determinism)
+
+Layout written by `write_sample_data(out, seed, scale)`:
+    corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line
+    ner/<lang>/<split>/<doc>.txt|.ann   BRAT standoff, one sentence per line, offsets in characters
+    ner/<lang>/<split>.conll            the same documents in IOB2, in sorted document-name order
+    screening/<lang>/<split>.jsonl      {"patient_id", "note_id", "text", "label"}, label per patient
+    tokenizer/                          WordPiece built from the corpora (AutoTokenizer.from_pretrained)
+    prepare.yaml, README.md             a ready `medtrain prepare` config; what each folder holds
+"""
+
+from medtrain.data.sample.generator import DOMAINS
+from medtrain.data.sample.spans import ENTITY_TYPES, TOKEN_PATTERN
+from medtrain.data.sample.vocabulary import LANGUAGES
+from medtrain.data.sample.write import SPLITS, write_sample_data
+
+__all__ = ["DOMAINS", "ENTITY_TYPES", "LANGUAGES", "SPLITS", "TOKEN_PATTERN", "write_sample_data"]

@@ -1,0 +1,156 @@
+"""What a study config says (`medtrain study CONFIG`), field by field. Plain values only: no torch, so a
+config is checked in a second; `medtrain.study.plan` resolves it into the stages' own configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from medtrain.cluster.resources import SlurmResources
+
+BASELINE = "baseline"
+
+
+@dataclasses.dataclass
+class PretrainRecipe:
+    recipe: str = "demo-pretrain"
+    """The pretraining config every run starts from (packaged name or path): model size, DeepSpeed, schedule."""
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Dotted keys changed for every pretraining run, e.g. {train.max_steps: 600}; nested mappings merge."""
+
+
+@dataclasses.dataclass
+class PretrainRun:
+    """One pretraining run of the study: which corpora it reads, mixed how."""
+
+    corpora: dict[str, float]
+    """Corpus name (from prepare.corpora) -> mixing weight; every corpus not named gets weight 0."""
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Dotted pretraining keys for this run only, after pretrain.overrides, e.g. {train.max_steps: 2000}."""
+
+    def __post_init__(self) -> None:
+        if not self.corpora or any(not w >= 0 for w in self.corpora.values()) or not sum(self.corpora.values()) > 0:
+            raise ValueError("corpora needs at least one corpus with a positive weight, e.g. {clinical_nl: 1.0}")
+
+
+@dataclasses.dataclass
+class BaselineConfig:
+    """The un-adapted model that every variant continues from and is compared with. Give model or pretrain."""
+
+    model: Path | None = None
+    """A local Hugging Face folder: a downloaded bert-base-multilingual-cased (no network at run time)."""
+    pretrain: PretrainRun | None = None
+    """Or pretrain it here, from scratch with the recipe's model.config: the sample data's stand-in for mBERT."""
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.pretrain is None):
+            raise ValueError("baseline: give exactly one of model (a local mBERT folder) or pretrain (corpora "
+                             "to pretrain it on here)")
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """One fine-tuning task: trained on each training language in turn, tested on every test language."""
+
+    name: str
+    """Names the task in tables, e.g. ner-ro."""
+    recipe: str
+    """Fine-tuning config (packaged name or path, e.g. finetune-ner): task kind, data format, hyper-parameters."""
+    path: str
+    """Where a split is, under data_dir, with {lang} and {split} (train/dev/test): ner/{lang}/{split}."""
+    train_languages: list[str]
+    """One run per language (and model and seed): the rows of the cross-lingual matrix."""
+    test_languages: list[str]
+    """Every run is tested on each: the columns of the cross-lingual matrix."""
+    metric: Literal["f1", "auroc", "auprc"] = "f1"
+    """What the report compares. NER: entity F1 (seqeval strict). Screening: patient F1 at the dev-chosen
+    threshold, or the threshold-free AUROC / AUPRC."""
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Dotted fine-tuning keys for this task, e.g. {train.epochs: 3, train.lr: 1.0e-3}."""
+
+    def __post_init__(self) -> None:
+        if "{lang}" not in self.path or "{split}" not in self.path:
+            raise ValueError(f"tasks: path {self.path!r} must contain {{lang}} and {{split}}, e.g. ner/{{lang}}/{{split}}")
+        if not self.train_languages or not self.test_languages:
+            raise ValueError(f"task {self.name}: train_languages and test_languages need at least one language")
+
+
+@dataclasses.dataclass
+class LocalConfig:
+    ranks: int | None = None
+    """Processes per pretraining run (deepspeed --num_gpus N); None: one per GPU, else 2 CPU ranks (1 per core)."""
+    finetune_parallelism: int = 2
+    """Fine-tuning runs at a time; the CPU cores are shared out among them."""
+
+    def __post_init__(self) -> None:
+        if (self.ranks is not None and self.ranks < 1) or self.finetune_parallelism < 1:
+            raise ValueError("local.ranks and local.finetune_parallelism must be >= 1")
+
+
+@dataclasses.dataclass
+class SlurmConfig:
+    pretrain: SlurmResources = dataclasses.field(default_factory=SlurmResources)
+    """Per pretraining job (nodes, gpus_per_node or tasks_per_node, ...); a job stopped by its time limit
+    requeues itself and resumes from its last checkpoint."""
+    finetune: SlurmResources = dataclasses.field(default_factory=SlurmResources)
+    """Per fine-tuning run (one array task); the grid spec's `slurm` section."""
+    array_parallelism: int = 16
+    """Fine-tuning array tasks running at once."""
+
+
+@dataclasses.dataclass
+class AnalysisConfig:
+    max_documents: int = 300
+    """Documents read per corpus and task text."""
+    perplexity_sequences: int = 64
+    """Sequences per task text on which each model's masked-LM perplexity is measured."""
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    bootstrap: int = 1000
+    """Multi-bootstrap replicates per difference (medtrain.study.compare says how they are drawn)."""
+    alpha: float = 0.05
+    """1 - confidence level (0.05: 95% intervals)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bootstrap < 1 or not 0 < self.alpha < 1:
+            raise ValueError("compare.bootstrap must be >= 1 and compare.alpha in (0, 1)")
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """`medtrain study`: pretraining variants, fine-tuning grid, analysis and report, from one config."""
+
+    output_dir: Path
+    """Everything the study writes: shards/, pretrain/, grid/, analysis/, report.md."""
+    data_dir: Path
+    """Task data and corpora; relative paths in prepare and in tasks.*.path are resolved against it."""
+    prepare: dict[str, Any]
+    """`medtrain prepare` fields except output_dir: tokenizer (default: baseline.model), corpora, seq_len, ..."""
+    baseline: BaselineConfig
+    variants: dict[str, PretrainRun]
+    """Name -> corpora, each pretrained further from the baseline, e.g. clinical: {corpora: {clinical_nl: 1}}."""
+    tasks: list[TaskConfig]
+    pretrain: PretrainRecipe = dataclasses.field(default_factory=PretrainRecipe)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    """Fine-tuning seeds per (model, task, training language): the intervals need at least 2."""
+    executor: Literal["local", "slurm"] = "local"
+    local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
+    slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
+    analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    compare: CompareConfig = dataclasses.field(default_factory=CompareConfig)
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ValueError("variants is empty: name at least one, e.g. clinical: {corpora: {clinical_nl: 1.0}}")
+        for name in self.variants:
+            if name == BASELINE or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"variants.{name}: a name of letters, digits, '-' or '_', other than 'baseline'")
+        if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) < 2:
+            raise ValueError("seeds: at least 2 distinct seeds (the confidence intervals resample them)")
+        names = [t.name for t in self.tasks]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("tasks: at least one, with distinct names")

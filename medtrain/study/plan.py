@@ -1,0 +1,111 @@
+"""A study resolved: every path it writes and every stage's own config (prepare, each pretraining run, each
+task's fine-tuning data), built, and so validated, before anything runs. The stages and the report read it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medtrain.config import apply_override, build_config, read_yaml, resolve_config_path
+from medtrain.data.pack import PrepareConfig
+from medtrain.errors import UserError
+from medtrain.pretrain import PretrainConfig
+from medtrain.study.config import BASELINE, PretrainRun, StudyConfig, TaskConfig
+
+Say = Callable[[str], None]
+"""Where progress lines go (print by default)."""
+
+
+def _flat(overrides: dict[str, Any], prefix: str = "") -> list[tuple[list[str], Any]]:
+    """{a: {b: 1}, c.d: 2} -> [([a, b], 1), ([c, d], 2)]: nested mappings merge, as k=v overrides do."""
+    out = []
+    for key, value in overrides.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out += _flat(value, dotted)
+        else:
+            out.append((dotted.split("."), value))
+    return out
+
+
+def _recipe(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    data, _ = read_yaml(resolve_config_path(name))
+    for keys, value in _flat(overrides):
+        apply_override(data, keys, value)
+    return data
+
+
+def _under(root: Path, path: Path | str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+class Study:
+    """Every path and resolved config of a study, built (and so validated) before anything runs."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.out = cfg.output_dir
+        self.shards = self.out / "shards"
+        self.grid_file = self.out / "grid.yaml"
+        self.grid_dir = self.out / "grid"
+        self.analysis_dir = self.out / "analysis"
+        self.report = self.out / "report.md"
+        self.prepare = self._prepare_config()
+        self.corpus_names = [c.name for c in self.prepare.corpora]
+        baseline = cfg.baseline.model or self.pretrain_dir(BASELINE) / "export"
+        self.models = {BASELINE: baseline, **{v: self.pretrain_dir(v) / "export" for v in cfg.variants}}
+        runs = {**({BASELINE: cfg.baseline.pretrain} if cfg.baseline.pretrain else {}), **cfg.variants}
+        self.pretrain = {name: self._pretrain_config(name, run) for name, run in runs.items()}
+        self.tasks = {t.name: self._task_data(t) for t in cfg.tasks}
+
+    def pretrain_dir(self, name: str) -> Path:
+        return self.out / "pretrain" / name
+
+    def split(self, task: TaskConfig, lang: str, split: str) -> Path:
+        return _under(self.cfg.data_dir, task.path.format(lang=lang, split=split))
+
+    def _prepare_config(self) -> PrepareConfig:
+        data = {**self.cfg.prepare, "output_dir": str(self.shards)}
+        data.setdefault("data_root", str(self.cfg.data_dir))
+        tokenizer = data.get("tokenizer") or self.cfg.baseline.model
+        if tokenizer is None:
+            raise UserError("prepare.tokenizer is required when the baseline is pretrained here")
+        data["tokenizer"] = str(_under(self.cfg.data_dir, tokenizer) if "tokenizer" in self.cfg.prepare
+                                else tokenizer)
+        try:
+            return build_config(PrepareConfig, data)
+        except UserError as exc:
+            raise UserError(f"prepare: {exc.message}") from None
+
+    def _pretrain_config(self, name: str, run: PretrainRun) -> PretrainConfig:
+        unknown = sorted(set(run.corpora) - set(self.corpus_names))
+        if unknown:
+            raise UserError(f"{name}: corpora {unknown} are not in prepare.corpora ({', '.join(self.corpus_names)})")
+        data = _recipe(self.cfg.pretrain.recipe, self.cfg.pretrain.overrides)
+        for keys, value in _flat(run.overrides):
+            apply_override(data, keys, value)
+        data.update(output_dir=str(self.pretrain_dir(name)), progress=False)
+        data.setdefault("data", {}).update(shards=str(self.shards),
+                                           weights={c: float(run.corpora.get(c, 0.0)) for c in self.corpus_names})
+        if name != BASELINE:  # a variant continues from the baseline's weights
+            data["model"] = {**data.get("model", {}), "init": str(self.models[BASELINE]), "config": {}}
+        try:
+            return build_config(PretrainConfig, data)
+        except UserError as exc:
+            raise UserError(f"pretraining run {name}: {exc.message}") from None
+
+    def _task_data(self, task: TaskConfig) -> dict[str, Any]:
+        """The task's fine-tuning config as plain data, without the per-run keys (languages, model, seed)."""
+        data = _recipe(task.recipe, task.overrides)
+        data.update(progress=False, cache_dir=str(self.grid_dir / "cache"))
+        for key in ("output_dir", "model"):  # set by the grid: its run folder, and the model axis
+            data.pop(key, None)
+        if data.get("task") not in ("ner", "screening"):
+            raise UserError(f"task {task.name}: its recipe must set task: ner or screening", task.recipe)
+        if data["task"] == "ner" and task.metric != "f1":
+            raise UserError(f"task {task.name}: NER is compared on entity f1, not {task.metric}")
+        return data
+
+    def kind(self, task: TaskConfig) -> str:
+        return self.tasks[task.name]["task"]

@@ -1,0 +1,197 @@
+"""The study's first four stages, in order; each is complete when its own final artifact exists, so a second
+run continues where the first stopped and redoes nothing complete (the report is `medtrain.study.report`):
+
+    1. prepare    corpora -> OUTPUT_DIR/shards/                 complete: manifest.json (prepare writes it last)
+    2. pretrain   the baseline (when it is pretrained here), then each variant continuing from it
+                  -> OUTPUT_DIR/pretrain/<name>/                complete: export/ newer than the last checkpoint
+    3. finetune   one grid (OUTPUT_DIR/grid.yaml): models x tasks x training languages x seeds, each run tested
+                  on every test language -> OUTPUT_DIR/grid/runs/<signature>/   complete: results.json
+    4. analyze    fertility, corpus-task overlap, perplexity -> OUTPUT_DIR/analysis/   complete: analysis.json
+                  for the same models and task texts
+
+executor: local runs each pretraining run as a subprocess (`deepspeed --num_gpus N medtrain/pretrain.py`, or
+`python medtrain/pretrain.py` for one rank) and the grid through its local executor. executor: slurm submits
+the pretraining runs as SLURM jobs (the variants wait for the baseline: afterok) and the grid as one array that
+waits for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtrain.cluster.launch import rank_command
+from medtrain.config import config_to_dict
+from medtrain.errors import UserError
+from medtrain.io import write_json_atomic, write_text_atomic
+from medtrain.study.analysis import AnalyzeConfig, TaskText, analyze
+from medtrain.study.config import BASELINE, LocalConfig
+from medtrain.study.plan import Say, Study
+
+
+# ----------------------------------------------------------------------------- stage 1: prepare
+
+
+def stage_prepare(study: Study, say: Say) -> None:
+    from medtrain.data.pack import prepare
+
+    if (study.shards / "manifest.json").is_file():
+        say(f"[1/5] prepare: {study.shards} is complete")
+        return
+    say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora -> {study.shards}")
+    prepare(study.prepare)
+
+
+# ----------------------------------------------------------------------------- stage 2: pretrain
+
+
+def _local_ranks(cfg: LocalConfig) -> int:
+    import torch
+
+    return cfg.ranks or torch.cuda.device_count() or min(2, len(os.sched_getaffinity(0)))
+
+
+def _pretrain_env(ranks: int) -> dict[str, str]:
+    """CPU ranks: DeepSpeed's CPU accelerator and one core's threads each (more threads per rank than cores
+    make every rank spin-wait on the others)."""
+    import torch
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // ranks)))
+    return env
+
+
+def _write_pretrain_config(study: Study, name: str) -> Path:
+    path = study.out / "configs" / f"pretrain-{name}.yaml"
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(study.pretrain[name]), sort_keys=False))
+    return path
+
+
+def _run_pretrain_locally(study: Study, name: str, say: Say) -> None:
+    import medtrain.pretrain
+
+    ranks = _local_ranks(study.cfg.local)
+    log = study.pretrain_dir(name).with_suffix(".log")
+    command = rank_command(medtrain.pretrain.__file__, [_write_pretrain_config(study, name)], ranks)
+    say(f"[2/5] pretrain {name}: {ranks} rank(s), {study.pretrain[name].train.max_steps} steps; log {log}")
+    started = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=_pretrain_env(ranks)).returncode
+    if code != 0:
+        raise UserError(f"pretraining run {name} failed (exit {code}); run the study again to resume it", log)
+    say(f"[2/5] pretrain {name}: done in {time.perf_counter() - started:.0f}s")
+
+
+def stage_pretrain(study: Study, say: Say) -> tuple[list[str], bool]:
+    """Run (local) or submit (slurm) every unfinished pretraining run, the baseline first. Returns the SLURM job
+    ids still to wait for, and whether any job was submitted now."""
+    from medtrain.cluster.jobs import job_is_live
+    from medtrain.cluster.pretrain_job import run_finished, submit_pretrain
+
+    jobs_file = study.out / "jobs.json"
+    jobs = json.loads(jobs_file.read_text()) if jobs_file.is_file() else {}
+    waiting: dict[str, str] = {}
+    submitted = False
+    for name in study.pretrain:
+        if run_finished(study.pretrain_dir(name)):
+            say(f"[2/5] pretrain {name}: {study.models[name]} is complete")
+            continue
+        if study.cfg.executor == "local":
+            _run_pretrain_locally(study, name, say)
+            continue
+        if job_is_live(jobs.get(name)):
+            waiting[name] = jobs[name]
+            say(f"[2/5] pretrain {name}: SLURM job {jobs[name]} is still pending or running")
+            continue
+        after = [waiting[BASELINE]] if name != BASELINE and BASELINE in waiting else []
+        submission = submit_pretrain(_write_pretrain_config(study, name), resources=study.cfg.slurm.pretrain,
+                                     after=after)
+        waiting[name] = jobs[name] = submission.job_id
+        write_json_atomic(jobs_file, jobs)
+        submitted = True
+        say(f"[2/5] pretrain {name}: submitted SLURM job {jobs[name]}" + (f" (after {after[0]})" if after else ""))
+    return list(waiting.values()), submitted
+
+
+# ----------------------------------------------------------------------------- stage 3: finetune (the grid)
+
+
+def grid_spec(study: Study, after: Sequence[str]) -> dict[str, Any]:
+    """The grid: axes model x seed, one combination per (task, training language) holding the task's whole
+    config (the base is empty), so the grid's signatures, skipping and SLURM array do the rest."""
+    cfg = study.cfg
+    combos = []
+    for task in cfg.tasks:
+        for lang in task.train_languages:
+            data = json.loads(json.dumps(study.tasks[task.name]))  # a deep copy
+            data.setdefault("data", {}).update(
+                train={lang: str(study.split(task, lang, "train"))}, dev={lang: str(study.split(task, lang, "dev"))},
+                test={t: str(study.split(task, t, "test")) for t in task.test_languages})
+            combos.append(data)
+    extra = {**cfg.slurm.finetune.extra, **({"dependency": "afterok:" + ":".join(after)} if after else {})}
+    return {"grid_dir": str(study.grid_dir), "base": {},
+            "axes": {"model": [str(p) for p in study.models.values()], "train.seed": list(cfg.seeds)},
+            "combos": combos, "executor": cfg.executor, "local_parallelism": cfg.local.finetune_parallelism,
+            "array_parallelism": cfg.slurm.array_parallelism,
+            "slurm": {**config_to_dict(cfg.slurm.finetune), "extra": extra}}
+
+
+def stage_finetune(study: Study, after: Sequence[str], pretrain_resubmitted: bool, say: Say) -> bool:
+    """Launch the grid's missing runs; True when every run is complete."""
+    from medtrain.cluster.jobs import LIVE
+    from medtrain.grid.spec import load_grid
+    from medtrain.grid.status import COMPLETED, count_line, grid_status
+    from medtrain.grid.submit import cancel_grid, submit_grid
+
+    header = "# The study's fine-tuning grid, written by `medtrain study`; see `medtrain grid status` on this file.\n"
+    write_text_atomic(study.grid_file, header + yaml.safe_dump(grid_spec(study, after), sort_keys=False))
+    grid = load_grid(study.grid_file)
+    if pretrain_resubmitted and any(s.state in LIVE for s in grid_status(grid)):
+        cancelled = cancel_grid(grid)  # they wait on pretraining jobs that are gone: resubmit after the new ones
+        say(f"[3/5] finetune: cancelled {len(cancelled)} runs waiting on earlier pretraining jobs")
+    submit_grid(grid, lambda line: say(f"[3/5] finetune: {line}"))
+    statuses = grid_status(grid)
+    if all(s.state == COMPLETED for s in statuses):
+        return True
+    if study.cfg.executor == "local":
+        raise UserError(f"{count_line(statuses)}; logs in {study.grid_dir / 'local'}; run the study again to retry "
+                        "the missing runs")
+    say(f"[3/5] finetune: {count_line(statuses)}; run `medtrain study` again once the jobs have ended "
+        f"(progress: medtrain grid status {study.grid_file})")
+    return False
+
+
+# ----------------------------------------------------------------------------- stage 4: analyze
+
+
+def analyze_config(study: Study) -> AnalyzeConfig:
+    texts = [TaskText(name=f"{t.name}/{lang}", kind=study.kind(t), path=study.split(t, lang, "train"), language=lang,
+                      format=study.tasks[t.name]["data"]["format"]) for t in study.cfg.tasks for lang in t.train_languages]
+    corpora = [dataclasses.replace(c, path=study.prepare.corpus_path(c)) for c in study.prepare.corpora]
+    return AnalyzeConfig(output_dir=study.analysis_dir, tokenizer=study.shards / "tokenizer", corpora=corpora,
+                         tasks=texts, models=dict(study.models), max_documents=study.cfg.analysis.max_documents,
+                         seq_len=study.prepare.seq_len, perplexity_sequences=study.cfg.analysis.perplexity_sequences)
+
+
+def stage_analyze(study: Study, say: Say) -> None:
+    cfg = analyze_config(study)
+    done = study.analysis_dir / "analysis.json"
+    if done.is_file():
+        previous = json.loads(done.read_text(encoding="utf-8"))
+        if set(previous["perplexity"]) == set(cfg.models) and \
+                {t for row in previous["perplexity"].values() for t in row} == {t.name for t in cfg.tasks}:
+            say(f"[4/5] analyze: {done} is complete")
+            return
+    say(f"[4/5] analyze: {len(cfg.corpora)} corpora, {len(cfg.tasks)} task texts, {len(cfg.models)} models")
+    analyze(cfg)

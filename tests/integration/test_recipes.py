@@ -1,0 +1,104 @@
+"""Every packaged recipe's documented commands (the `#   medtrain ...` / `#   python ...` lines of its header
+comment) work after `make demo`: each is run as written from the session's demo root (tests/integration/
+conftest.py), adding only tiny overrides (few steps and epochs, small bootstraps, run folders of their own).
+study-demo's commands are what the `demo` fixture itself runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+import yaml
+
+from medtrain.config import read_yaml, resolve_config_path
+from medtrain.grid.records import load_jobs
+
+if TYPE_CHECKING:
+    from conftest import Demo
+
+pytestmark = pytest.mark.integration
+
+GRID_TINY = ["base.train.epochs=1", "base.eval.bootstrap=20"]
+"""Overrides for grid-demo's commands: one epoch per run, a small bootstrap."""
+HOLD = "{additional_parameters: {begin: now+1hour}}"
+"""sbatch --begin: submitted jobs stay pending while the test looks, and cost the machine nothing."""
+
+
+def test_demo_pretrain(demo: Demo) -> None:
+    [command] = demo.documented("demo-pretrain")
+    demo.check([*command, "train.max_steps=2", "train.warmup_steps=1", "train.eval_batches=2"])
+    output_dir = demo.root / read_yaml(resolve_config_path("demo-pretrain"))[0]["output_dir"]
+    assert (output_dir / "export" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["finetune-ner", "finetune-screening"])
+def test_finetune_recipe_on_the_demo_model(demo: Demo, recipe: str) -> None:
+    [command] = demo.documented(recipe)
+    demo.check([*command, "train.epochs=1", "eval.bootstrap=20"])
+    packaged, _ = read_yaml(resolve_config_path(recipe))
+    results = json.loads((demo.root / packaged["output_dir"] / "results.json").read_text(encoding="utf-8"))
+    assert sorted(results["test"]) == sorted(packaged["data"]["test"])  # every test language scored
+    assert results["model"] == "demo/study/pretrain/clinical/export"
+
+
+def test_grid_demo_here_then_status_and_results(demo: Demo) -> None:
+    submit, _, status, results = demo.documented("grid-demo")
+    assert "6 runs: 6 completed" in demo.check([*submit, *GRID_TINY])
+    assert "6 runs: 6 completed" in demo.check([*status, *GRID_TINY])
+    printed = demo.check(results)
+    assert "6 finished runs" in printed
+    assert (demo.root / "demo" / "runs" / "grid" / "results.md").is_file()
+
+
+def test_grid_demo_as_a_slurm_array(slurm_cluster, demo: Demo) -> None:
+    """Submitted through the launcher, pending (held by --begin), then cancelled."""
+    _, launcher, status, _ = demo.documented("grid-demo")
+    overrides = [f"slurm.partition={slurm_cluster.partition}", "grid_dir=runs/grid-slurm", f"slurm.extra={HOLD}",
+                 *GRID_TINY]
+    try:
+        demo.check([*launcher, *overrides])
+        [array] = {r["job_id"].split("_")[0] for r in load_jobs(demo.root / "runs" / "grid-slurm").values()}
+        assert "6 runs: 6 pending" in demo.check([*status, *overrides])
+        assert "PENDING" in scontrol(array)
+    finally:
+        demo.check(["medtrain", "grid", "cancel", "grid-demo", *overrides])
+    assert "6 pending" not in demo.check([*status, *overrides])
+
+
+def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
+    """Submission only, from an edited copy as its comment says (paths and slurm sections as overrides): each
+    variant is one pretraining job, the fine-tuning array waits for all of them; then everything is cancelled."""
+    [command] = demo.documented("study-cluster")
+    shutil.copy(resolve_config_path("study-cluster"), demo.root / command[-1])
+    packaged, _ = read_yaml(resolve_config_path("study-cluster"))
+    partition = slurm_cluster.partition
+    overrides = [
+        "data_dir=demo/data", "output_dir=runs/study-cluster", "baseline.model=demo/study/pretrain/baseline/export",
+        *(f"prepare.corpora.{i}.path=corpora/{c['name']}.jsonl" for i, c in enumerate(packaged["prepare"]["corpora"])),
+        f"slurm.pretrain={{partition: {partition}, tasks_per_node: 1, time_min: 5, extra: {HOLD}}}",
+        f"slurm.finetune={{partition: {partition}, time_min: 5}}"]
+    out = demo.root / "runs" / "study-cluster"
+    jobs: dict[str, str] = {}
+    try:
+        demo.check([*command, *overrides])
+        jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
+        assert set(jobs) == set(packaged["variants"])
+        [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
+        dependency = re.search(r"Dependency=(\S+)", scontrol(array)).group(1)
+        assert all(job in dependency for job in jobs.values()), dependency
+        grid = yaml.safe_load((out / "grid.yaml").read_text(encoding="utf-8"))
+        assert len(grid["axes"]["model"]) == 1 + len(packaged["variants"])  # the baseline and each variant
+    finally:
+        if jobs:
+            subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
+        if (out / "grid.yaml").is_file():
+            demo.check(["medtrain", "grid", "cancel", "runs/study-cluster/grid.yaml"])
+
+
+def scontrol(job_id: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
