@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml tests/cluster/system_packages.sh
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# Two pytest-xdist workers: the SLURM tests spend most of their time waiting on the scheduler, so the rest
+# runs beside them (tests/conftest.py keeps each module on one worker and starts the longest first).
+PYTEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

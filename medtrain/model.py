@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
+from transformers.utils import logging as hf_logging
 
 from medtrain.config import unknown_key_message
 from medtrain.errors import UserError
@@ -87,8 +88,6 @@ def load_pretrained(model_class: Any, path: Path, **kwargs: Any) -> Any:
     """`model_class.from_pretrained` on a local folder only, without transformers' "Loading weights" bars
     and its "LOAD REPORT" table (one each per load: a grid would print hundreds). The report lists weights
     that are new, which a fine-tuning head always is; callers that care ask for `output_loading_info`."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -122,6 +121,7 @@ def export(state_dict: dict[str, torch.Tensor], config: BertConfig, tokenizer_di
         raise RuntimeError(f"export state does not match the model: missing {missing}, unexpected {unexpected}")
 
     def write(tmp: Path) -> None:
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the run's log
         mlm.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer_dir is not None:
             for name in _TOKENIZER_FILES:

@@ -22,7 +22,7 @@ import pytest
 CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
 INFRA_FIXTURES = {"slurm_cluster", "mpirun"}
 START_TIMEOUT_S = 120
-DEMO_STUDY_FIXTURE = "demo_study"
+DEMO_STUDY_FIXTURE = "demo"  # tests/integration/conftest.py: the demo-size study, laid out as `make demo` lays it out
 DEMO_STUDY_GROUP = "demo-study"
 # Modules that take longest (measured), longest first: started early, they overlap with the rest.
 LONG_MODULES = ("test_grid_slurm", "test_slurm_pretrain", "test_pretrain", "test_finetune", "test_launchers")
@@ -102,22 +102,24 @@ def mpirun() -> list[str]:
     return command
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns xdist_group marks into scheduling groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Tests that start real clusters or MPI jobs are integration tests, whether or not they say so.
 
     For `make test`'s two pytest-xdist workers (`--dist loadgroup`): a module's tests stay on one worker, so
-    its module fixtures are built once; every test on the demo-size study shares one group, so the study runs
-    once; and the longest groups start first (the study, then the SLURM tests that mostly wait on the
-    scheduler), so the short ones fill in around them.
+    its module fixtures are built once, and every test on the demo-size study shares one group, so the study
+    runs once. (Marked here, as each test is collected: xdist reads the groups in its own
+    pytest_collection_modifyitems.)
     """
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if INFRA_FIXTURES & fixtures:
-            item.add_marker(pytest.mark.integration)
-        group = DEMO_STUDY_GROUP if DEMO_STUDY_FIXTURE in fixtures else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: _start_rank(item))  # stable: collection order within a rank
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if INFRA_FIXTURES & fixtures:
+        item.add_marker(pytest.mark.integration)
+    item.add_marker(pytest.mark.xdist_group(DEMO_STUDY_GROUP if DEMO_STUDY_FIXTURE in fixtures else item.path.stem))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest groups first (the study, then the SLURM tests that mostly wait on the scheduler), so the
+    short ones fill in around them on the other worker."""
+    items.sort(key=_start_rank)  # stable: collection order within a rank
 
 
 def _start_rank(item: pytest.Item) -> int:

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from medtrain.pretrain import main as pretrain_main
+
 from _launch import REPO, deepspeed_command, kill_group, run, start
 
 pytestmark = pytest.mark.integration
@@ -170,11 +172,10 @@ def test_single_process_layouts_and_precisions(stage: str, precision: str, sampl
 @pytest.mark.parametrize("override, expected", [
     ("data.shards=/nonexistent/shards", "no manifest.json"),
     ("deepspeed=/nonexistent/ds.json", "DeepSpeed config not found"),
-    ("train.precision=fp8", "must be one of"),
-    ("model.config.hiden_size=8", "did you mean hidden_size"),
 ])
 def test_bad_pretrain_input_is_one_line_exit_2(override: str, expected: str, sample_shards: Path,
                                                tmp_path: Path) -> None:
+    """Found after the process group is up: through the real script, as a launcher starts it."""
     config = write_config(tmp_path, sample_shards, "zero2", 4)
     out = tmp_path / "run"
     output = run([sys.executable, SCRIPT, str(config), f"output_dir={out}", override], expect_rc=2)
@@ -182,6 +183,25 @@ def test_bad_pretrain_input_is_one_line_exit_2(override: str, expected: str, sam
     assert len(errors) == 1 and expected in errors[0], output[-2000:]
     assert "Traceback" not in output
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.precision=fp8", "must be one of"),
+    ("model.config.hiden_size=8", "did you mean hidden_size"),
+])
+def test_bad_pretrain_config_is_one_line_exit_2(override: str, expected: str, sample_shards: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Found while the config is read, before any rank starts: checked in this process, through the script's
+    own entry point."""
+    config = write_config(tmp_path, sample_shards, "zero2", 4)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        pretrain_main([str(config), f"output_dir={out}", override])
+    assert stopped.value.code == 2
+    printed = capsys.readouterr()
+    errors = [line for line in (printed.out + printed.err).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], printed
+    assert not out.exists()
 
 
 def test_accumulation_checkpointing_token_limit_and_continuing_from_an_export(sample_shards: Path,
