@@ -34,13 +34,13 @@ def valid_extra() -> list[str]:
 def check_extra(extra: Mapping[str, Any], source: Path | None = None, lines: Mapping[str, int] | None = None,
                 prefix: str = "slurm.extra") -> None:
     """A misspelt or field-owned SLURM parameter is one error naming the fix, before anything is submitted."""
+    valid = valid_extra()
     for name in extra:
         where = (f"{prefix}.{name}", source, (lines or {}).get(f"{prefix}.{name}"))
         if name in OWNED:
             raise UserError(f"{where[0]}: set by slurm.{OWNED[name]} itself", *where[1:])
-        if name not in valid_extra():
-            raise UserError(f"{where[0]}: {unknown_key_message(name, valid_extra(), 'SLURM parameter')}",
-                            *where[1:])
+        if name not in valid:
+            raise UserError(f"{where[0]}: {unknown_key_message(name, valid, 'SLURM parameter')}", *where[1:])
 
 
 def parameters(res: SlurmResources, name: str, **kind: Any) -> dict[str, Any]:

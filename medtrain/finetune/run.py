@@ -13,7 +13,6 @@ import torch
 
 from medtrain.config import config_to_dict, save_resolved
 from medtrain.data.tokenizer import load_tokenizer
-from medtrain.errors import UserError
 from medtrain.finetune.checkpoint import check_same_config, load_best, load_checkpoint, new_state, save_checkpoint
 from medtrain.finetune.config import CHECKPOINT, RESULTS, FinetuneConfig, TrainConfig, check_inputs
 from medtrain.finetune.model import build_optimizer, collate, load_model, make_predict

@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
 
 from medtrain.cluster import executor
 from medtrain.cluster.finetune_task import FinetuneTask

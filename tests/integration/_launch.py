@@ -4,6 +4,7 @@ own, and a hang killed rather than blocking the suite."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,3 +71,11 @@ def deepspeed_command(script: str | Path, args: list[str], world: int) -> list[s
     if not DEEPSPEED.exists():
         pytest.fail(f"{DEEPSPEED} not found: DeepSpeed is a dependency of medtrain")
     return rank_command(script, args, world)
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """`scontrol show job -o`: JobState, Reason, Restarts, Dependency, ... (kept for MinJobAge after the job
+    ends). For an array, the fields of its tasks' lines, the last task's winning where they differ."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60,
+                           check=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", shown))

@@ -6,7 +6,6 @@ study-demo's commands are what the `demo` fixture itself runs."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from typing import TYPE_CHECKING
@@ -16,6 +15,8 @@ import yaml
 
 from medtrain.config import read_yaml, resolve_config_path
 from medtrain.grid.records import load_jobs
+
+from _launch import job_info
 
 if TYPE_CHECKING:
     from conftest import Demo
@@ -63,7 +64,7 @@ def test_grid_demo_as_a_slurm_array(slurm_cluster, demo: Demo) -> None:
         demo.check([*launcher, *overrides])
         [array] = {r["job_id"].split("_")[0] for r in load_jobs(demo.root / "runs" / "grid-slurm").values()}
         assert "6 runs: 6 pending" in demo.check([*status, *overrides])
-        assert "PENDING" in scontrol(array)
+        assert job_info(array)["JobState"] == "PENDING"
     finally:
         demo.check(["medtrain", "grid", "cancel", "grid-demo", *overrides])
     assert "6 pending" not in demo.check([*status, *overrides])
@@ -88,7 +89,7 @@ def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
         jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
         assert set(jobs) == set(packaged["variants"])
         [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
-        dependency = re.search(r"Dependency=(\S+)", scontrol(array)).group(1)
+        dependency = job_info(array)["Dependency"]
         assert all(job in dependency for job in jobs.values()), dependency
         grid = yaml.safe_load((out / "grid.yaml").read_text(encoding="utf-8"))
         assert len(grid["axes"]["model"]) == 1 + len(packaged["variants"])  # the baseline and each variant
@@ -97,8 +98,3 @@ def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
             subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
         if (out / "grid.yaml").is_file():
             demo.check(["medtrain", "grid", "cancel", "runs/study-cluster/grid.yaml"])
-
-
-def scontrol(job_id: str) -> str:
-    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=60,
-                          check=True).stdout

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _launch import REPO, run
+from _launch import REPO, job_info, run
 
 from medtrain.errors import UserError
 from medtrain.cluster.pretrain_job import run_finished, submit_pretrain
@@ -60,11 +60,6 @@ def train_steps(run_dir: Path) -> list[int]:
 
 def slurm(*command: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def job_info(job_id: str) -> dict[str, str]:
-    """`scontrol show job`: JobState, Reason, Restarts, ... (kept for MinJobAge after the job ends)."""
-    return dict(re.findall(r"(\w+)=(\S*)", slurm("scontrol", "show", "job", "-o", job_id)))
 
 
 def wait_for(job_id: str, done: Callable[[dict[str, str]], bool], what: str) -> dict[str, str]:

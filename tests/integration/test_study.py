@@ -22,6 +22,8 @@ from medtrain.cli import run as medtrain
 from medtrain.config import read_yaml, resolve_config_path
 from medtrain.grid.records import load_jobs
 
+from _launch import job_info
+
 if TYPE_CHECKING:  # the session's demo study (tests/integration/conftest.py)
     from conftest import Demo
 
@@ -122,9 +124,9 @@ def test_on_slurm_the_finetuning_array_waits_for_the_pretraining_jobs(
         assert medtrain(["study", str(config)]) == 0
         jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
         assert set(jobs) == {"baseline", "clinical"}
-        assert f"afterok:{jobs['baseline']}" in scontrol_dependency(jobs["clinical"])
+        assert f"afterok:{jobs['baseline']}" in job_info(jobs["clinical"])["Dependency"]
         [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
-        dependency = scontrol_dependency(array)
+        dependency = job_info(array)["Dependency"]
         assert jobs["baseline"] in dependency and jobs["clinical"] in dependency
         again = run_study(config, timeout=300)
         assert again.returncode == 0, again.stderr[-3000:]
@@ -133,9 +135,3 @@ def test_on_slurm_the_finetuning_array_waits_for_the_pretraining_jobs(
         if jobs:
             subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
         assert medtrain(["grid", "cancel", str(out / "grid.yaml")]) == 0
-
-
-def scontrol_dependency(job_id: str) -> str:
-    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=60,
-                           check=True).stdout
-    return re.search(r"Dependency=(\S+)", shown).group(1)

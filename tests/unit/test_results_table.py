@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from medtrain.cli import run as cli
-from medtrain.errors import UserError
-from medtrain.grid.results import to_csv, to_markdown, write_results
+from medtrain.grid.results import to_csv, to_markdown
 from medtrain.grid.table import build_table, differing_columns, find_run_dirs, load_run, run_labels, short_names
 
 
