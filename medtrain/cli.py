@@ -28,6 +28,15 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_split(args: argparse.Namespace) -> int:
+    from medtrain.data.split import parse_ratios, split_corpus
+
+    result = split_corpus(args.source, args.out, parse_ratios(args.ratios), seed=args.seed, by=args.by,
+                          fmt=args.format, force=args.force)
+    print("\n".join(result.summary()))
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from medtrain.data import shards
 
@@ -157,6 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0,
                    help="size multiplier: 1.0 runs in seconds (tests); 20 or more gives a benchmark corpus")
     p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser(
+        "split", help="split a corpus that has no train/dev/test into three, reproducibly",
+        description="Shuffle the documents (or sentences) of SOURCE with a seeded generator and cut them by "
+                    "ratio into OUT/train, OUT/dev and OUT/test in SOURCE's own format, each unit's lines copied "
+                    "byte for byte, plus OUT/split.json (source sha256, seed, ratios, counts, the ids in each "
+                    "split). The same inputs give the same bytes. Example: medtrain split monero.tsv data/ner/ro "
+                    "--ratios 0.8,0.1,0.1 --seed 0 --by sentence",
+    )
+    p.add_argument("source", metavar="SOURCE",
+                   help="a column (CoNLL) file, a BRAT folder of .txt/.ann, or a JSONL file of screening records")
+    p.add_argument("out", metavar="OUT", help="output folder, created whole or not at all, e.g. data/ner/ro")
+    p.add_argument("--ratios", default="0.8,0.1,0.1", metavar="TRAIN,DEV,TEST",
+                   help="three non-negative fractions summing to 1 (default 0.8,0.1,0.1), e.g. 0.7,0.15,0.15")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0), e.g. --seed 13")
+    p.add_argument("--by", choices=["document", "sentence"], default="document",
+                   help="unit kept whole in one split (default document: -DOCSTART- documents, BRAT files, "
+                        "JSONL patients); sentence: column files only, e.g. one MoNERo file with no -DOCSTART-")
+    p.add_argument("--format", choices=["conll", "brat", "jsonl"], default=None,
+                   help="source format (default: a folder is brat, *.jsonl jsonl, any other file conll), "
+                        "e.g. --format conll for a .txt column file")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
+    p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser(
         "prepare", help="tokenize corpora once into packed, checksummed token shards",
