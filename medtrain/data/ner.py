@@ -1,25 +1,39 @@
-"""NER data: CoNLL and BRAT standoff readers -> IOB2 words; first-subword alignment; windows; BRAT output.
+"""NER data: column (CoNLL) and BRAT standoff readers -> documents with text, gold entities and IOB2 words;
+label maps; first-subword alignment; windows; BRAT output; exact-offset scores.
 
-Readers (`read_ner`) give documents of sentences of words with IOB2 tags; errors name the file and line and
+Readers (`read_ner`, `read_ner_corpus`) give documents with a `text`, every gold `Entity` (character offsets into
+that text) and sentences of words with IOB2 tags derived from the entities. Errors name the file and line and
 never quote the text (it is clinical data).
 
-    conll   token and tag columns (token = first, tag = last; tab or space separated), a blank line between
-            sentences, `-DOCSTART-` lines start a new document. CoNLL has no offsets, so words get synthetic
-            ones: words joined by one space, sentences by a newline (`synthetic_text`), which is also the .txt
-            `write_brat` writes for such a document.
+    conll   a column file (`ColumnFormat`: token and tag column, separator, document marker), or a folder of them
+            read in name order. A blank line ends a sentence, a line whose first non-space character is `#` is a
+            comment, a line whose first column is the marker (`-DOCSTART-`) starts a new document; with no
+            marker each file is one document. Column files have no offsets, so a document's `text` is synthetic:
+            words joined by one space, sentences by a newline (`synthetic_text`), which is also the .txt
+            `write_brat` writes for it. Entities come from the tags; a bare I-X (one that does not continue an X
+            entity) starts a new entity (`discontinuous: split`, IOB2 repair) or, after a gap, becomes a further
+            fragment of the sentence's previous X entity (`join`, as MoNERo marks discontinuous entities).
     brat    a folder of `<name>.txt` + `<name>.ann`, read in name order; a .txt without .ann is unannotated.
-            Only entity lines (`T..`) are read; relations, events, attributes, normalizations and notes are
-            ignored. Sentences are the lines of the .txt; words are TOKEN_PATTERN matches (runs of word
+            Only entity lines (`T..`) are read; relations, events, attributes, normalizations (`N`) and notes
+            (`#`) are ignored. Sentences are the lines of the .txt; words are TOKEN_PATTERN matches (runs of word
             characters or single other characters) with their character offsets.
 
-Nested, overlapping and discontinuous BRAT entities become IOB2 by the policy of `medtrain.data.sample.spans`
-(`flat_spans`): each fragment of a discontinuous entity is a span of its own; then the longer span wins, at
-equal length a whole entity beats a fragment, then the earlier start, then the order of ENTITY_TYPES (other
-types after these, by name); losers are dropped. A span that starts or ends inside a word takes the whole word.
+`read_ner_corpus` also returns what reading changed (`NerCorpus`: skipped short lines, bare I- tags, entities
+dropped by or missing from the label map), for a run to report; `read_ner` returns the documents only.
 
-IOB2 repair: an I-X that does not continue an X entity (after O, at a sentence start, after another type)
-becomes B-X. Real corpora contain such tags, so gold CoNLL is repaired with a logged count, and predictions are
-repaired in `decode`. Other tags (`X-DRUG`, `B-`, BIOES prefixes) are errors.
+Labels (`apply_labels`, a `LabelConfig` and the corpus's language): entity types are renamed by the language's
+map, types outside `keep` are dropped, and the tags are derived again from the entities that remain, so training
+and evaluation use the shared label space. Every entity remembers the file and line it was read from (not part
+of its equality) so a strict map can point at an unmapped type.
+
+Tags from entities: nested, overlapping and discontinuous entities become IOB2 by the policy of
+`medtrain.data.sample.spans` (`flat_spans`): each fragment of a discontinuous entity is a span of its own (so a
+later fragment begins with B-); then the longer span wins, at equal length a whole entity beats a fragment, then
+the earlier start, then the order of ENTITY_TYPES (other types after these, by name); losers are dropped. A span
+that starts or ends inside a word takes the whole word.
+
+IOB2 repair: an I-X that does not continue an X entity becomes B-X (`repair_iob2`); predictions are repaired in
+`decode`. Tags other than O, B-TYPE and I-TYPE (`X-DRUG`, `B-`, BIOES prefixes) are errors.
 
 Windows (`encode`): a sentence whose subwords do not fit `max_length` is split into windows of whole words. Each
 window predicts the words after the previous window's last one, preceded by up to `stride_words` words of left
@@ -31,24 +45,29 @@ that goes on after it, else tags it "O".
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import re
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from medtrain.data.ner_format import ColumnFormat, LabelConfig
 from medtrain.data.sample import ENTITY_TYPES, TOKEN_PATTERN
 from medtrain.errors import UserError
 from medtrain.io import write_text_atomic
 
 __all__ = [
-    "Entity", "Feature", "NerDocument", "Sentence", "Word", "corpus_span_scores", "decode", "encode",
-    "exact_span_scores", "flat_spans", "label_list", "read_ner", "repair_iob2", "synthetic_text",
-    "tags_to_entities", "words_by_line", "write_brat",
+    "Entity", "Feature", "NerCorpus", "NerDocument", "Sentence", "Word", "apply_labels", "corpus_span_scores",
+    "decode", "encode", "exact_span_scores", "flat_spans", "label_list", "read_ner", "read_ner_corpus",
+    "repair_iob2", "synthetic_text", "tags_to_entities", "words_by_line", "write_brat",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +76,10 @@ IGNORE_INDEX = -100  # label of specials, continuation subwords and context word
 DEFAULT_STRIDE_WORDS = 16  # left-context words in the second and later windows of a long sentence
 _TAG = re.compile(r"O|[BI]-\S+")
 _OFFSETS = re.compile(r"(\d+) (\d+)")
+_ColumnSentence = tuple[list[str], list[str], list[int]]  # tokens, tags and line numbers of one sentence
+_SPLITTERS: dict[str | None, Callable[[str], list[str]]] = {
+    None: str.split, "tab": partial(str.split, sep="\t"), "space": partial(str.split, sep=" "),
+}
 
 
 # ----------------------------------------------------------------------------- data types
@@ -64,10 +87,14 @@ _OFFSETS = re.compile(r"(\d+) (\d+)")
 
 @dataclass(frozen=True)
 class Entity:
-    """A typed span: one or more (start, end) character fragments in order, end exclusive."""
+    """A typed span: one or more (start, end) character fragments in order, end exclusive.
+
+    `source` is the (file, line) it was read from, for errors that point at it; equality and hash ignore it.
+    """
 
     type: str
     fragments: tuple[tuple[int, int], ...]
+    source: tuple[str, int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def start(self) -> int:
@@ -78,9 +105,9 @@ class Entity:
         return self.fragments[-1][1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Word:
-    """A word and its character offsets in the document text (synthetic ones for CoNLL)."""
+    """A word and its character offsets in the document text (synthetic ones for column files)."""
 
     text: str
     start: int
@@ -98,12 +125,35 @@ class Sentence:
 
 @dataclass
 class NerDocument:
-    """A document; `text` and `entities` (every gold entity, nested and discontinuous ones too) only for BRAT."""
+    """A document: its text, every gold entity (nested and discontinuous ones too) and its tagged sentences.
+
+    The readers always set `text` (synthetic for column files); None is for hand-built documents, whose words'
+    offsets then point into `synthetic_text`.
+    """
 
     doc_id: str
     text: str | None
     sentences: list[Sentence]
     entities: list[Entity]
+
+
+@dataclass
+class NerCorpus:
+    """The documents read from one path and what reading changed, for a run to report (no text in it)."""
+
+    documents: list[NerDocument]
+    skipped_lines: int = 0
+    """Column lines with too few columns, skipped under `short_lines: skip`."""
+    bare_inside: int = 0
+    """I- tags that did not continue an entity: read as B- (`split`) or joined to an earlier entity (`join`)."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Entities per (shared) type dropped because the type is outside `labels.keep`."""
+    unmapped: Counter[str] = field(default_factory=Counter)
+    """Entities per type that `labels.map[language]` has no entry for, kept under their own name."""
+
+    def types(self) -> set[str]:
+        """The entity types of the gold entities (after the label map, when one was applied)."""
+        return {e.type for doc in self.documents for e in doc.entities}
 
 
 @dataclass(frozen=True)
@@ -141,19 +191,33 @@ def _type_rank(entity_type: str) -> tuple[int, str]:
 
 
 def flat_spans(entities: Iterable[Entity]) -> list[tuple[int, int, str]]:
-    """Non-overlapping (start, end, type) spans in order: the nested/discontinuous policy of the module docstring."""
+    """Non-overlapping (start, end, type) spans in order: the nested/discontinuous policy of the module docstring.
+
+    Covered characters are marked in a bytearray, so a document of 100k entities costs its characters, not the
+    square of its entities.
+    """
     candidates = [(s, e, entity.type, len(entity.fragments) > 1) for entity in entities for s, e in entity.fragments]
     candidates.sort(key=lambda c: (c[0] - c[1], c[3], c[0], _type_rank(c[2])))
+    covered = bytearray(max((c[1] for c in candidates), default=0))
     kept: list[tuple[int, int, str]] = []
     for start, end, entity_type, _ in candidates:
-        if all(end <= s or start >= e for s, e, _ in kept):
+        if covered.find(1, start, end) < 0:
+            covered[start:end] = b"\x01" * (end - start)
             kept.append((start, end, entity_type))
     return sorted(kept)
 
 
-def _span_tags(words: Sequence[Word], spans: Sequence[tuple[int, int, str]]) -> list[str]:
-    """IOB2 tags of one sentence's words; a word overlapping a span is in it, the first such word gets B-."""
-    tags, i, previous = [], 0, -1
+def _sentence_tags(sentences: Sequence[Sequence[Word]], entities: Iterable[Entity]) -> list[list[str]]:
+    """IOB2 tags of each sentence's words from the document's entities (flat_spans first)."""
+    spans = flat_spans(entities)
+    ends = [end for _, end, _ in spans]  # disjoint spans sorted by start: their ends are sorted too
+    return [_span_tags(words, spans, bisect_right(ends, words[0].start) if words else 0) for words in sentences]
+
+
+def _span_tags(words: Sequence[Word], spans: Sequence[tuple[int, int, str]], i: int) -> list[str]:
+    """IOB2 tags of one sentence's words, spans from index i on; a word overlapping a span is in it, the first such
+    word gets B-."""
+    tags, previous = [], -1
     for word in words:
         while i < len(spans) and spans[i][1] <= word.start:
             i += 1
@@ -180,92 +244,209 @@ def repair_iob2(tags: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- readers
 
 
-def read_ner(path: str | Path, format: Literal["brat", "conll"]) -> list[NerDocument]:
-    """Read a CoNLL file or a BRAT folder into documents of IOB2-tagged sentences (see the module docstring)."""
+def read_ner(path: str | Path, format: Literal["brat", "conll"],
+             columns: ColumnFormat | None = None) -> list[NerDocument]:
+    """The documents of a column file (or folder of them) or a BRAT folder (see the module docstring)."""
+    return read_ner_corpus(path, format, columns).documents
+
+
+def read_ner_corpus(path: str | Path, format: Literal["brat", "conll"], columns: ColumnFormat | None = None,
+                    labels: LabelConfig | None = None, language: str | None = None) -> NerCorpus:
+    """`read_ner` with its counts; with `labels`, in the label space of `language` (`apply_labels`).
+
+    `columns` applies to column files only (default: `ColumnFormat()`, token first and tag last).
+    """
     path = Path(path)
     if format == "conll":
-        return _read_conll(path)
-    if format == "brat":
-        return _read_brat(path)
-    raise UserError(f"unknown NER format {format!r}; use 'brat' or 'conll'")
+        corpus = _read_columns(path, columns or ColumnFormat())
+    elif format == "brat":
+        corpus = NerCorpus(_read_brat(path))
+    else:
+        raise UserError(f"unknown NER format {format!r}; use 'brat' or 'conll'")
+    return corpus if labels is None else apply_labels(corpus, labels, language)
 
 
-def _read_conll(path: Path) -> list[NerDocument]:
-    """Documents split at `-DOCSTART-`, sentences at blank lines; invalid I- tags repaired with a logged count."""
-    if not path.is_file():
-        raise UserError("CoNLL file not found", path)
-    blocks = list(_conll_blocks(path))
-    if not any(blocks):
-        raise UserError("no sentences in this CoNLL file", path)
-    docs, repaired = [], 0
-    for sentences in filter(None, blocks):
-        doc_id = f"{path.stem}-{len(docs):04d}"
-        tagged = []
-        for words, tags in sentences:
-            fixed = repair_iob2(tags)
-            repaired += sum(a != b for a, b in zip(tags, fixed))
-            tagged.append((words, fixed))
-        docs.append(_conll_document(doc_id, tagged))
-    if repaired:
-        log.warning("%s: %d I- tags did not continue an entity and were read as B- (IOB2 repair)", path, repaired)
-    return docs
+def apply_labels(corpus: NerCorpus, labels: LabelConfig, language: str | None) -> NerCorpus:
+    """Entities renamed by `labels.map[language]`, those outside `labels.keep` dropped (counted per type), and
+    every sentence's tags derived again from the entities left.
+
+    Under `labels.strict`, a type the language's map lacks is an error at the file and line of its entity.
+    """
+    rename = labels.rename(language) if language is not None else {}
+    strict = labels.strict and language in labels.map
+    keep = None if labels.keep is None else set(labels.keep)
+    dropped: Counter[str] = Counter()
+    unmapped: Counter[str] = Counter()
+    documents = []
+    for doc in corpus.documents:
+        entities = []
+        for entity in doc.entities:
+            shared = rename.get(entity.type)
+            if shared is None and rename:
+                if strict:
+                    raise UserError(f"entity type {entity.type} has no entry in labels.map.{language} "
+                                    "(labels.strict is set)", *(entity.source or ()))
+                unmapped[entity.type] += 1
+            shared = shared or entity.type
+            if keep is not None and shared not in keep:
+                dropped[shared] += 1
+                continue
+            entities.append(entity if shared == entity.type else replace(entity, type=shared))
+        tags = _sentence_tags([s.words for s in doc.sentences], entities)
+        sentences = [Sentence(s.doc_id, s.words, t) for s, t in zip(doc.sentences, tags)]
+        documents.append(replace(doc, sentences=sentences, entities=entities))
+    return replace(corpus, documents=documents, dropped=dropped, unmapped=unmapped)
 
 
-def _conll_blocks(path: Path) -> Iterator[list[tuple[list[str], list[str]]]]:
-    """One list of (tokens, tags) sentences per document."""
-    document: list[tuple[list[str], list[str]]] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    for lineno, line in _numbered_lines(path):
-        columns = line.split()
-        if (not columns or columns[0] == "-DOCSTART-") and tokens:
-            document.append((tokens, tags))
-            tokens, tags = [], []
-        if columns and columns[0] == "-DOCSTART-":
-            yield document
-            document = []
-        elif columns:
-            tokens.append(columns[0])
-            tags.append(_checked_tag(columns, path, lineno))
-    if tokens:
-        document.append((tokens, tags))
-    yield document
+def _read_columns(path: Path, columns: ColumnFormat) -> NerCorpus:
+    """Every column file (one, or a folder's in name order) into documents; counts logged and returned."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise UserError("no column files in this folder", path)
+    elif path.is_file():
+        files = [path]
+    else:
+        raise UserError("column (CoNLL) file not found", path)
+    reader = _ColumnReader(columns)
+    with _gc_paused():
+        documents = [doc for file in files for doc in reader.read(file)]
+    if not documents:
+        raise UserError("no sentences in this column file" if path.is_file() else "no sentences in these files", path)
+    ids = Counter(doc.doc_id for doc in documents)
+    if len(ids) < len(documents):
+        raise UserError(f"two files give the document id {ids.most_common(1)[0][0]}; rename one", path)
+    if reader.skipped:
+        log.warning("%s: %d lines with fewer than %d columns skipped (short_lines: skip)", path, reader.skipped,
+                    columns.min_columns())
+    if reader.bare_inside and columns.discontinuous == "split":
+        log.warning("%s: %d I- tags did not continue an entity and were read as B- (IOB2 repair)", path,
+                    reader.bare_inside)
+    elif reader.bare_inside:
+        log.warning("%s: %d I- tags did not continue an entity: joined to the sentence's previous entity of their "
+                    "type as a further fragment (discontinuous: join), or read as B- where it has none", path,
+                    reader.bare_inside)
+    return NerCorpus(documents, reader.skipped, reader.bare_inside)
 
 
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) decoded line by line, so a bad byte is reported at its own line; a BOM is dropped."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError("not valid UTF-8", path, lineno) from None
-            yield lineno, line.removeprefix("\ufeff") if lineno == 1 else line
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Reading makes millions of small objects and no reference cycles: the cyclic collector's passes over them
+    would double the time of a large file (measured by benchmarks/ner_data.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def _checked_tag(columns: list[str], path: Path, lineno: int) -> str:
-    """The last column, if it is an IOB2 tag; the message never quotes it (a shifted column could be text)."""
-    if len(columns) < 2:
-        raise UserError("expected a token column and a tag column, found one column", path, lineno)
-    if not _TAG.fullmatch(columns[-1]):
-        raise UserError("the last column is not an IOB2 tag (O, B-TYPE or I-TYPE)", path, lineno)
-    return columns[-1]
+class _ColumnReader:
+    """Reads column files under one ColumnFormat, counting skipped lines and bare I- tags over all of them."""
+
+    def __init__(self, columns: ColumnFormat):
+        self.columns = columns
+        self.split = _SPLITTERS[columns.separator]
+        self.skipped = 0
+        self.bare_inside = 0
+
+    def read(self, path: Path) -> list[NerDocument]:
+        """Documents at the marker (ids `<stem>-NNNN`), or the whole file as one (id `<stem>`)."""
+        blocks = [block for block in self._blocks(path) if block]
+        if self.columns.document_marker is None:
+            return [self._document(path.stem, block, path) for block in blocks]
+        return [self._document(f"{path.stem}-{i:04d}", block, path) for i, block in enumerate(blocks)]
+
+    def _blocks(self, path: Path) -> Iterator[list[_ColumnSentence]]:
+        """One list of sentences per document. The loop is the reader's hot path (a 1M-token file in seconds)."""
+        marker, need = self.columns.document_marker, self.columns.min_columns()
+        skip = self.columns.short_lines == "skip"
+        token_at, tag_at, split, is_tag = self.columns.token, self.columns.tag, self.split, _TAG.fullmatch
+        document: list[_ColumnSentence] = []
+        tokens: list[str] = []
+        tags: list[str] = []
+        lines: list[int] = []
+        for lineno, line in enumerate(_decoded_lines(path), 1):
+            stripped = line.strip()
+            if not stripped or stripped[0] == "#":  # a blank line ends a sentence; a comment changes nothing
+                if tokens and not stripped:
+                    document.append((tokens, tags, lines))
+                    tokens, tags, lines = [], [], []
+                continue
+            fields = split(line)
+            if fields[0].strip() == marker:
+                if tokens:
+                    document.append((tokens, tags, lines))
+                    tokens, tags, lines = [], [], []
+                yield document
+                document = []
+                continue
+            if len(fields) < need:
+                if skip:
+                    self.skipped += 1
+                    continue
+                raise UserError(f"expected {need} columns, found {len(fields)}", path, lineno)
+            token, tag = fields[token_at].strip(), fields[tag_at].strip()
+            if not token:
+                raise UserError(f"column {token_at} (the token) is empty", path, lineno)
+            if tag != "O" and not is_tag(tag):  # the message never quotes it: a shifted column could be text
+                index = tag_at if tag_at >= 0 else len(fields) - 1
+                raise UserError(f"column {index} is not an IOB2 tag (O, B-TYPE or I-TYPE)", path, lineno)
+            tokens.append(token)
+            tags.append(tag)
+            lines.append(lineno)
+        if tokens:
+            document.append((tokens, tags, lines))
+        yield document
+
+    def _document(self, doc_id: str, block: list[_ColumnSentence], path: Path) -> NerDocument:
+        """Synthetic text and offsets (one space between words, a newline after each sentence), entities from the
+        tags under the `discontinuous` policy, then the tags derived from those entities."""
+        join = self.columns.discontinuous == "join"
+        text, words_by_sentence, entities, offset = [], [], [], 0
+        for tokens, tags, lines in block:
+            words, current, last_of_type = [], None, {}
+            for token, tag, lineno in zip(tokens, tags, lines):
+                end = offset + len(token)
+                words.append(Word(token, offset, end))
+                if tag == "O":
+                    current = None
+                elif tag[0] == "I" and current is not None and current[0] == tag[2:]:
+                    current[1][-1] = (current[1][-1][0], end)
+                else:
+                    if tag[0] == "I":
+                        self.bare_inside += 1
+                    if tag[0] == "I" and join and tag[2:] in last_of_type:
+                        current = last_of_type[tag[2:]]
+                        current[1].append((offset, end))
+                    else:
+                        current = (tag[2:], [(offset, end)], lineno)
+                        last_of_type[tag[2:]] = current
+                        entities.append(current)
+                offset = end + 1
+            text.append(" ".join(tokens) + "\n")
+            words_by_sentence.append(words)
+        source = str(path)
+        gold = [Entity(t, tuple(fragments), (source, lineno)) for t, fragments, lineno in entities]
+        tags_by_sentence = _sentence_tags(words_by_sentence, gold)
+        sentences = [Sentence(doc_id, words, tags) for words, tags in zip(words_by_sentence, tags_by_sentence)]
+        return NerDocument(doc_id, "".join(text), sentences, gold)
 
 
-def _conll_document(doc_id: str, sentences: list[tuple[list[str], list[str]]]) -> NerDocument:
-    """Words get synthetic offsets: one space between words, one newline after each sentence."""
-    out, offset = [], 0
-    for tokens, tags in sentences:
-        words = []
-        for token in tokens:
-            words.append(Word(token, offset, offset + len(token)))
-            offset += len(token) + 1
-        out.append(Sentence(doc_id, words, tags))
-    return NerDocument(doc_id, None, out, [])
+def _decoded_lines(path: Path) -> list[str]:
+    """The file's lines (split at "\n", so a "\r" stays), decoded at once; a bad byte is reported at its own line;
+    a BOM is dropped."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError("not valid UTF-8", path, raw.count(b"\n", 0, exc.start) + 1) from None
+    return text.removeprefix("\ufeff").split("\n")
 
 
 def synthetic_text(doc: NerDocument) -> str:
-    """The text a CoNLL document's synthetic offsets point into."""
+    """The text a column document's synthetic offsets point into (its `text`, when a reader made it)."""
     return "".join(" ".join(w.text for w in s.words) + "\n" for s in doc.sentences)
 
 
@@ -290,15 +471,15 @@ def _read_brat_document(txt: Path) -> NerDocument:
         raise UserError("not valid UTF-8", txt) from None
     ann = txt.with_suffix(".ann")
     entities = _read_ann(ann, text) if ann.is_file() else []
-    spans = flat_spans(entities)
-    sentences = [Sentence(txt.stem, words, _span_tags(words, spans)) for words in words_by_line(text)]
+    lines = words_by_line(text)
+    sentences = [Sentence(txt.stem, words, tags) for words, tags in zip(lines, _sentence_tags(lines, entities))]
     return NerDocument(txt.stem, text, sentences, entities)
 
 
 def _read_ann(path: Path, text: str) -> list[Entity]:
-    """Entity (`T`) lines; every other kind of annotation line is ignored."""
-    return [_parse_entity(line.rstrip("\r\n"), text, path, lineno)
-            for lineno, line in _numbered_lines(path) if line.startswith("T")]
+    """Entity (`T`) lines; every other kind of annotation line (R, E, A, N, #) is ignored."""
+    return [_parse_entity(line.rstrip("\r"), text, path, lineno)
+            for lineno, line in enumerate(_decoded_lines(path), 1) if line.startswith("T")]
 
 
 def _parse_entity(line: str, text: str, path: Path, lineno: int) -> Entity:
@@ -311,7 +492,7 @@ def _parse_entity(line: str, text: str, path: Path, lineno: int) -> Entity:
     surface = " ".join(text[s:e] for s, e in fragments)
     if len(fields) > 2 and fields[2].split() != surface.split():
         raise UserError("entity text does not match the .txt at its offsets (wrong offsets or .txt?)", path, lineno)
-    return Entity(entity_type, fragments)
+    return Entity(entity_type, fragments, (str(path), lineno))
 
 
 def _fragment(part: str, text_length: int, path: Path, lineno: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import torch
 
 from medtrain.data.ner import (
     IGNORE_INDEX, Entity, NerDocument, Sentence, Word, corpus_span_scores, decode, encode, exact_span_scores,
-    label_list, read_ner, repair_iob2, tags_to_entities, words_by_line, write_brat,
+    flat_spans, label_list, read_ner, repair_iob2, synthetic_text, tags_to_entities, words_by_line, write_brat,
 )
 from medtrain.data.sample import LANGUAGES, SPLITS, write_sample_data
 from medtrain.data.tokenizer import load_tokenizer
@@ -55,6 +55,14 @@ def label_ids(docs_by_language: list[list[NerDocument]]) -> tuple[list[str], dic
     return labels, {label: i for i, label in enumerate(labels)}
 
 
+def word_spans(doc: NerDocument, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Character spans as (first word, last word, type) over the document's words, to compare across texts."""
+    words = [w for s in doc.sentences for w in s.words]
+    first = {w.start: i for i, w in enumerate(words)}
+    last = {w.end: i for i, w in enumerate(words)}
+    return sorted((first[start], last[end], t) for start, end, t in spans)
+
+
 def sentences_of(docs: list[NerDocument]) -> list[Sentence]:
     return [s for doc in docs for s in doc.sentences]
 
@@ -89,8 +97,10 @@ def test_brat_and_conll_readings_of_the_sample_data_agree(sample: Path) -> None:
                 assert [[w.text for w in s.words] for s in b.sentences] == \
                     [[w.text for w in s.words] for s in c.sentences]
                 assert [s.tags for s in b.sentences] == [s.tags for s in c.sentences], (b.doc_id, c.doc_id)
-                assert b.text is not None and c.text is None and not c.entities
-                assert all(b.text[w.start:w.end] == w.text for s in b.sentences for w in s.words)
+                assert b.text is not None and c.text == synthetic_text(c)
+                assert all(t.text[w.start:w.end] == w.text for t in (b, c) for s in t.sentences for w in s.words)
+                assert word_spans(c, [(e.start, e.end, e.type) for e in c.entities]) == \
+                    word_spans(b, flat_spans(b.entities))  # the column file holds the flattened BRAT entities
             discontinuous += sum(len(e.fragments) > 1 for doc in brat for e in doc.entities)
     assert discontinuous > 0  # the policy's hard case was exercised
 
