@@ -32,7 +32,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from medtrain.data.split import parse_ratios, split_corpus
 
     result = split_corpus(args.source, args.out, parse_ratios(args.ratios), seed=args.seed, by=args.by,
-                          fmt=args.format, force=args.force)
+                          fmt=args.format, force=args.force, order=args.order)
     print("\n".join(result.summary()))
     return 0
 
@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["conll", "brat", "jsonl"], default=None,
                    help="source format (default: a folder is brat, *.jsonl jsonl, any other file conll), "
                         "e.g. --format conll for a .txt column file")
+    p.add_argument("--order", choices=["shuffle", "source"], default="shuffle",
+                   help="shuffle (default): units drawn at random with --seed; source: cut in source order, train "
+                        "first, so the sentences of one document stay in one split (no neighbouring sentences, and "
+                        "the names in them, shared by train and test), e.g. --by sentence --order source")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     p.set_defaults(func=_cmd_split)
 

@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -134,10 +133,20 @@ def init_process_group(info: DistInfo, backend: str | None = None) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.set_device(_cuda_device(info.local_rank, torch.cuda.device_count()))
+    _skip_shm_all_reduce_op(deepspeed)
     export_torch_env(info)
     deepspeed.init_distributed(dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"),
                                auto_mpi_discovery=False, verbose=False)
-    _unlink_shm_buffer(info)
+
+
+def _skip_shm_all_reduce_op(deepspeed: Any) -> None:
+    """DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op at init (about a minute of C++ on a
+    fresh node, a compiler required) and maps a ~50 MB /dev/shm buffer per rank that it never unlinks. Only
+    its inference all-reduce (tensor-parallel layers) uses the op; training reduces through torch.distributed.
+    Marking the op incompatible makes DeepSpeed skip it."""
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def _cuda_device(local_rank: int, device_count: int) -> int:
@@ -147,18 +156,6 @@ def _cuda_device(local_rank: int, device_count: int) -> int:
     if local_rank >= device_count:
         raise UserError(f"LOCAL_RANK={local_rank} but only {device_count} GPUs are visible: start fewer ranks per node")
     return local_rank
-
-
-def _unlink_shm_buffer(info: DistInfo) -> None:
-    """DeepSpeed's CPU shared-memory all-reduce gives each rank a ~50 MB /dev/shm buffer that every other rank on
-    the node maps during init_distributed, and never unlinks it: each run left them behind (19 GB of RAM after a
-    day of tests). Once all ranks are past init (the barrier), the names can go; the mappings stay valid."""
-    buffer = Path("/dev/shm") / "_".join(("deepspeed_allreduce_buffer", str(os.getuid()), info.master_addr,
-                                          str(info.master_port), str(info.rank)))
-    if not buffer.exists():
-        return
-    torch.distributed.barrier()
-    buffer.unlink(missing_ok=True)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

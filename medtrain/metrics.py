@@ -2,7 +2,10 @@
 
 Pure functions on tags, labels and scores; nothing here reads files or sees text.
 
-- Entity scores follow seqeval in strict mode with the IOB2 scheme (an entity counts only when its type,
+- Exact-offset entity scores (`span_counts`, the official metric of NER shared tasks and medtrain's headline
+  NER F1) count an entity as found only when its type and every character offset match, gold and predicted
+  entities each a multiset; the same Counts shape, so the same sums, averages and bootstrap apply.
+- Word-level entity scores follow seqeval in strict mode with the IOB2 scheme (an entity counts only when its type,
   start and end all match). They are computed from per-type counts (true positives, predicted, gold) so
   that counts per document can be summed inside a bootstrap without re-running seqeval; the point values
   equal `seqeval.metrics.classification_report(mode="strict", scheme=IOB2, zero_division=0)`.
@@ -14,7 +17,8 @@ Pure functions on tags, labels and scores; nothing here reads files or sees text
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,18 @@ def entity_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
         t, p = true.filter(tag), found.filter(tag)
         counts[tag] = (len(t & p), len(p), len(t))
     return counts
+
+
+def span_counts(gold: Iterable[tuple[str, Hashable]], pred: Iterable[tuple[str, Hashable]]) -> Counts:
+    """Per-type (tp, predicted, gold) counts over exact (type, span) matches; a span is any hashable (character
+    fragments). Two equal gold entities need two equal predictions to both count."""
+    gold_counts, pred_counts = Counter(gold), Counter(pred)
+    found = gold_counts & pred_counts
+    counts: dict[str, list[int]] = {}
+    for i, counter in enumerate((found, pred_counts, gold_counts)):
+        for (entity_type, _), n in counter.items():
+            counts.setdefault(entity_type, [0, 0, 0])[i] += n
+    return {t: (c[0], c[1], c[2]) for t, c in sorted(counts.items())}
 
 
 def add_counts(*parts: Counts) -> Counts:

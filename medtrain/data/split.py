@@ -1,7 +1,7 @@
 """Train/dev/test splits for corpora distributed without one (`medtrain split`), reproducible and auditable.
 
 A source is cut into units, the units are shuffled with `random.Random(seed)` (the same order on every platform
-and Python version) and cut by ratio; each split is written in the source's own format, every unit's lines
+and Python version), or kept in source order with `--order source`, and cut by ratio; each split is written in the source's own format, every unit's lines
 copied byte for byte, beside `split.json` (source sha256, seed, ratios, counts and the ids of every split's units).
 The same inputs give the same bytes.
 
@@ -39,6 +39,7 @@ FORMATS = ("conll", "brat", "jsonl")
 SPLITS = ("train", "dev", "test")
 Format = Literal["conll", "brat", "jsonl"]
 By = Literal["document", "sentence"]
+Order = Literal["shuffle", "source"]
 _DOCSTART = "-DOCSTART-"
 _BOM = b"\xef\xbb\xbf"
 
@@ -111,8 +112,12 @@ def detect_format(source: Path) -> Format:
 
 
 def split_corpus(source: str | Path, out: str | Path, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                 seed: int = 0, by: By = "document", fmt: Format | None = None, force: bool = False) -> SplitResult:
+                 seed: int = 0, by: By = "document", fmt: Format | None = None, force: bool = False,
+                 order: Order = "shuffle") -> SplitResult:
     """Split SOURCE into OUT/train, dev and test plus OUT/split.json; OUT appears whole or not at all.
+
+    order="source" cuts the units in source order (train first): sentences of one document stay together, so a
+    sentence split does not put a document's neighbouring sentences (and the names in them) in train and test.
 
     Everything is read and checked before OUT is touched, so bad input leaves nothing behind."""
     source, out = Path(source), Path(out)
@@ -123,6 +128,8 @@ def split_corpus(source: str | Path, out: str | Path, ratios: tuple[float, float
         raise UserError(f"unknown format {fmt!r}; use conll, brat or jsonl")
     if by not in ("document", "sentence"):
         raise UserError(f"unknown --by {by!r}; use document or sentence")
+    if order not in ("shuffle", "source"):
+        raise UserError(f"unknown --order {order!r}; use shuffle or source")
     _check_out(source, out, force)
     units, digest, header, unit_name = _read(source, fmt, by)
     least = sum(r > 0 for r in ratios)
@@ -130,17 +137,19 @@ def split_corpus(source: str | Path, out: str | Path, ratios: tuple[float, float
         hint = "; use --by sentence to split its sentences" if fmt == "conll" and by == "document" else ""
         raise UserError(f"{len(units)} {unit_name}(s) cannot be split into {least} non-empty parts{hint}", source)
 
-    order = list(range(len(units)))
-    random.Random(seed).shuffle(order)
+    indices = list(range(len(units)))
+    if order == "shuffle":
+        random.Random(seed).shuffle(indices)
     sizes = split_sizes(len(units), ratios)
     bounds = [0, sizes[0], sizes[0] + sizes[1], len(units)]
-    chosen = {name: sorted(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(SPLITS)}
+    chosen = {name: sorted(indices[bounds[i]:bounds[i + 1]]) for i, name in enumerate(SPLITS)}
     names = {name: name if fmt == "brat" else name + source.suffix for name in SPLITS}
     newline = _newline(units)
     counts = {name: _counts([units[i] for i in chosen[name]]) for name in SPLITS}
     manifest = {
         "source": str(source), "source_sha256": digest, "format": fmt, "by": by, "unit": unit_name,
-        "ratios": dict(zip(SPLITS, ratios)), "seed": seed, "counts": counts,
+        "ratios": dict(zip(SPLITS, ratios)), "order": order, "seed": seed if order == "shuffle" else None,
+        "counts": counts,
         "units": {name: [units[i].id for i in chosen[name]] for name in SPLITS}, **header,
     }
 

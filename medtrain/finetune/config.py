@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from medtrain.config import build_config
 from medtrain.data.documents import STRIDE, ScreeningConfig, default_stride
+from medtrain.data.ner_format import ColumnFormat, LabelConfig
 from medtrain.errors import UserError
 
 RESULTS = "results.json"
@@ -19,20 +21,66 @@ CHECKPOINT = "checkpoint"
 """The folder of last.pt and best-eNNN.pt, inside the run folder; deleted once the run is complete."""
 SPLITS = ("train", "dev", "test")
 FORMATS = {"ner": ("brat", "conll"), "screening": ("jsonl", "csv")}
+_COLUMN_KEYS = ("columns", "separator", "short_lines", "discontinuous")
+
+
+@dataclasses.dataclass
+class Columns:
+    """Which columns of a column ("conll") file hold the token and its BIO tag."""
+
+    token: int = 0
+    tag: int = -1
+    """-1: the last column. MoNERo's `token lemma tag POS` needs tag: 2."""
+
+
+@dataclasses.dataclass
+class SourceConfig:
+    """One language's data of one split, `{path: ..., format: conll, columns: {token: 0, tag: 2}, ...}`: the
+    path and the reading keys that differ from the data section's (an omitted key takes the data section's)."""
+
+    path: Path
+    format: Literal["brat", "conll", "jsonl", "csv"] | None = None
+    columns: Columns | None = None
+    separator: Literal["tab", "space"] | None = None
+    short_lines: Literal["error", "skip"] | None = None
+    discontinuous: Literal["split", "join"] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A source resolved against the data section: what a reader needs, and nothing left to inherit."""
+
+    path: Path
+    format: str
+    columns: ColumnFormat | None
+    """Column files only."""
 
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where each split is. A split is one path (named after the folder holding it: data/ner/es/test -> es)
-    or a mapping {language: path}; train on a mix by listing several languages under train."""
+    """Where each split is. A split is one path (named after the folder holding it: data/ner/es/test -> es),
+    or a mapping {language: path} or {language: {path: ..., format: ..., columns: ...}}, so one run can mix
+    BRAT and column files; train on a mix by listing several languages under train."""
 
     format: Literal["brat", "conll", "jsonl", "csv"]
-    """brat (a folder of .txt/.ann) or conll (one IOB2 file) for ner; jsonl or csv (notes) for screening."""
-    train: Path | dict[str, Path]
-    dev: Path | dict[str, Path]
+    """The default format of every path: brat (a folder of .txt/.ann) or conll (a column file, or a folder of
+    them) for ner; jsonl or csv (notes) for screening."""
+    train: Path | dict[str, Any]
+    """A path, or {language: path or SourceConfig mapping} (read as such here, so a wrong key is named)."""
+    dev: Path | dict[str, Any]
     """Selects the best epoch (dev F1 over all dev languages pooled) and, for screening, the threshold."""
-    test: Path | dict[str, Path]
+    test: Path | dict[str, Any]
     """Each language is evaluated and reported separately."""
+    columns: Columns = dataclasses.field(default_factory=Columns)
+    """Column files: token and tag column (defaults: first and last)."""
+    separator: Literal["tab", "space"] | None = None
+    """Column files: between columns one tab or one space; omitted: any whitespace."""
+    document_marker: str | None = "-DOCSTART-"
+    """Column files: a line starting with it starts a new document; null: one document per file."""
+    short_lines: Literal["error", "skip"] = "error"
+    """Column files: a line with too few columns is an error naming file:line, or skipped and counted."""
+    discontinuous: Literal["split", "join"] = "split"
+    """Column files: a bare I-X after a gap starts a new entity (split) or continues the previous X (join)."""
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -41,7 +89,53 @@ class DataConfig:
                 paths = {Path(paths).resolve().parent.name or split: paths}
             if not paths:
                 raise ValueError(f"data.{split} needs a path or a mapping {{language: path}}")
-            setattr(self, split, dict(paths))
+            setattr(self, split, {str(lang): source_config(value, f"data.{split}.{lang}")
+                                  for lang, value in paths.items()})
+        for split in SPLITS:
+            for lang in getattr(self, split):
+                self.source(split, lang)  # every reading key checked now, not when the split is read
+
+    def sources(self, split: str) -> dict[str, Source]:
+        """Each language's source of a split, resolved against this section."""
+        return {lang: self.source(split, lang) for lang in getattr(self, split)}
+
+    def source(self, split: str, lang: str) -> Source:
+        entry = getattr(self, split)[lang]
+        if isinstance(entry, Path):
+            entry = SourceConfig(entry)
+        fmt = entry.format or self.format
+        if fmt != "conll":
+            keys = [k for k in _COLUMN_KEYS if getattr(entry, k) is not None]
+            if keys:
+                raise ValueError(f"data.{split}.{lang}: {', '.join(keys)} only apply to column (conll) files")
+            return Source(entry.path, fmt, None)
+        columns = entry.columns or self.columns
+        try:
+            reading = ColumnFormat(token=columns.token, tag=columns.tag, separator=entry.separator or self.separator,
+                                   document_marker=self.document_marker,
+                                   short_lines=entry.short_lines or self.short_lines,
+                                   discontinuous=entry.discontinuous or self.discontinuous)
+        except ValueError as exc:
+            raise ValueError(f"data.{split}.{lang}: {exc}") from None
+        return Source(entry.path, fmt, reading)
+
+    def formats(self) -> set[str]:
+        return {self.source(split, lang).format for split in SPLITS for lang in getattr(self, split)}
+
+
+def source_config(value: Any, key: str) -> Path | SourceConfig:
+    """A path stays a path (so an old config resolves, and signs, as before); a mapping becomes a SourceConfig,
+    its errors naming `key` (a union type would report only "expected a path or a mapping")."""
+    if isinstance(value, (Path, SourceConfig)):
+        return value
+    if isinstance(value, str) and value:
+        return Path(value)
+    if isinstance(value, dict):
+        try:
+            return build_config(SourceConfig, value)
+        except UserError as exc:
+            raise ValueError(f"{key}.{exc.message}") from None  # the message starts with the wrong key
+    raise ValueError(f"{key}: expected a path or a mapping {{path: ..., format: ...}}")
 
 
 @dataclasses.dataclass
@@ -97,6 +191,10 @@ class FinetuneConfig:
     """A local Hugging Face model folder (config.json, weights, tokenizer files): a pretraining export or a
     downloaded mBERT. Its head, if any, is replaced by a new one."""
     data: DataConfig
+    labels: LabelConfig | None = None
+    """NER only: one label space over languages, `{map: {es: {PROTEINAS: CHEM}}, keep: [CHEM, DISO], strict: false}`,
+    applied as documents are read. Training and evaluation use the mapped types; a test language sharing no type
+    with the training languages is an error, one sharing some is scored on the shared types only."""
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     screening: ScreeningConfig = dataclasses.field(default_factory=ScreeningConfig)
     """Windowing, aggregation and class weights (screening only)."""
@@ -112,9 +210,12 @@ class FinetuneConfig:
         # STRIDE keeps its resolved config, and so its grid signature, as it was.
         if self.screening.stride is None:
             self.screening.stride = default_stride(self.train.max_length) if self.task == "screening" else STRIDE
-        if self.data.format not in FORMATS[self.task]:
-            raise ValueError(f"data.format {self.data.format} does not fit task {self.task}: "
-                             f"use {' or '.join(FORMATS[self.task])}")
+        for fmt in sorted({self.data.format} | self.data.formats()):
+            if fmt not in FORMATS[self.task]:
+                raise ValueError(f"data.format {fmt} does not fit task {self.task}: "
+                                 f"use {' or '.join(FORMATS[self.task])}")
+        if self.labels is not None and self.task != "ner":
+            raise ValueError("labels: entity label spaces are for task ner only")
         if self.task == "screening" and self.screening.stride >= self.train.max_length - 2:
             raise ValueError("screening.stride must be smaller than train.max_length - 2")
 
@@ -130,9 +231,12 @@ def check_inputs(cfg: FinetuneConfig, model_pending: bool = False) -> None:
             raise UserError("model folder not found (give a local Hugging Face model folder)", cfg.model)
         if not (cfg.model / "config.json").is_file():
             raise UserError("not a Hugging Face model folder (no config.json)", cfg.model)
-    want_dir = cfg.data.format == "brat"
     for split in SPLITS:
-        for lang, path in getattr(cfg.data, split).items():
-            if not (path.is_dir() if want_dir else path.is_file()):
-                kind = "folder of .txt/.ann files" if want_dir else f"{cfg.data.format} file"
-                raise UserError(f"data.{split}.{lang}: {kind} not found", path)
+        for lang, source in cfg.data.sources(split).items():
+            path, fmt = source.path, source.format
+            if fmt == "brat" and not path.is_dir():
+                raise UserError(f"data.{split}.{lang}: folder of .txt/.ann files not found", path)
+            if fmt == "conll" and not path.exists():
+                raise UserError(f"data.{split}.{lang}: column file (or folder of them) not found", path)
+            if fmt in ("jsonl", "csv") and not path.is_file():
+                raise UserError(f"data.{split}.{lang}: {fmt} file not found", path)

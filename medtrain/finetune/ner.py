@@ -1,8 +1,22 @@
-"""NER as a task: BRAT or CoNLL documents -> sentence windows -> IOB2 tags -> entity scores and .ann files."""
+"""NER as a task: BRAT or column documents -> sentence windows -> IOB2 tags -> entity scores and .ann files.
+
+Every split and language is read from its own source (format, columns) into the run's label space (`labels`).
+The label ids are the training languages' types. A dev or test language is scored on the types it shares with
+training (`scored_types`); one sharing none is an error before anything trains, its other types are reported as
+unscored with a warning.
+
+The headline score, results.json test[lang] f1/precision/recall, is strict exact-offset entity F1 (micro over
+entities; type and every character offset must match; nested and discontinuous gold kept), with bootstrap
+intervals over documents (sentences when the set is one document); `word_f1` etc. are seqeval strict IOB2 at word
+level. The best epoch is chosen on the headline F1 of the dev languages pooled.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,37 +25,98 @@ import torch
 import torch.nn.functional as F
 
 from medtrain import metrics
+from medtrain.config import config_to_dict
 from medtrain.data import ner
+from medtrain.data.ner_format import label_overlap
+from medtrain.errors import UserError
 from medtrain.finetune.cache import FeatureCache
-from medtrain.finetune.config import SPLITS, EvalConfig, FinetuneConfig
+from medtrain.finetune.config import SPLITS, EvalConfig, FinetuneConfig, Source
 from medtrain.finetune.task import PRF, Example, Predict, Task, with_languages
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class NerPart:
     """One split of one language: its documents, their sentences, and the encoded sentence windows."""
 
-    path: Path
-    docs: list[Any]
+    source: Source
+    corpus: ner.NerCorpus
     sentences: list[Any]
+    scored: set[str] = dataclasses.field(default_factory=set)
+    """The types this part is scored on: its gold types that training has."""
     features: list[Any] = dataclasses.field(default_factory=list)
+
+    @property
+    def docs(self) -> list[ner.NerDocument]:
+        return self.corpus.documents
+
+
+def span_unit_counts(docs: Sequence[ner.NerDocument], predicted: Mapping[str, Iterable[ner.Entity]],
+                     types: set[str]) -> dict[str, metrics.Counts]:
+    """Exact-offset counts of `types` per bootstrap unit: a document, or each sentence when the set is one
+    document (an entity belongs to the sentence its first character is in, `doc:i` as metrics.unit_counts names
+    it). Fine-tuning's intervals and the study's comparison both count here, so they resample the same things."""
+    def keys(entities: Iterable[ner.Entity]) -> list[tuple[str, Any]]:
+        return [(e.type, e.fragments) for e in entities if e.type in types]
+
+    if len(docs) != 1:
+        return {d.doc_id: metrics.span_counts(keys(d.entities), keys(predicted.get(d.doc_id, ()))) for d in docs}
+    doc = docs[0]
+    starts, start = [], 0
+    for sentence in doc.sentences:
+        start = sentence.words[0].start if sentence.words else start
+        starts.append(start)
+    gold: list[list[ner.Entity]] = [[] for _ in starts]
+    pred: list[list[ner.Entity]] = [[] for _ in starts]
+    for out, entities in ((gold, doc.entities), (pred, predicted.get(doc.doc_id, ()))):
+        for entity in entities:
+            out[max(0, bisect_right(starts, entity.start) - 1)].append(entity)
+    return {f"{doc.doc_id}:{i}": metrics.span_counts(keys(g), keys(p)) for i, (g, p) in enumerate(zip(gold, pred))}
+
+
+def only_types(tags: Sequence[str], types: set[str]) -> list[str]:
+    """Tags of other types become O (a whole entity at a time, so the result is still IOB2)."""
+    return [t if t == "O" or t[2:] in types else "O" for t in tags]
 
 
 class NerTask(Task):
-    """Token classification; labels unified over every split and language, so ids never shift."""
+    """Token classification; label ids from the training languages' types, so they never shift."""
 
     unit = "document"
 
     def read(self, cfg: FinetuneConfig) -> None:
-        self.format = cfg.data.format
+        self.label_config = cfg.labels
         self.parts: dict[str, dict[str, NerPart]] = {}
         for split in SPLITS:
             self.parts[split] = {}
-            for lang, path in getattr(cfg.data, split).items():
-                docs = ner.read_ner(path, self.format)
-                self.parts[split][lang] = NerPart(path, docs, [s for d in docs for s in d.sentences])
-        self.labels = ner.label_list([p.docs for parts in self.parts.values() for p in parts.values()])
-        self.train_tags = {t for p in self.parts["train"].values() for s in p.sentences for t in s.tags}
+            for lang, source in cfg.data.sources(split).items():
+                corpus = ner.read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
+                self.parts[split][lang] = NerPart(source, corpus, [s for d in corpus.documents for s in d.sentences])
+        self.labels = ner.label_list([p.docs for p in self.parts["train"].values()])
+        self.train_types = {label[2:] for label in self.labels if label != "O"}
+        for split in ("dev", "test"):
+            for lang, part in self.parts[split].items():
+                part.scored = self._check_overlap(split, lang, part)
+
+    def _check_overlap(self, split: str, lang: str, part: NerPart) -> set[str]:
+        """The part's scored types; none shared with training is an error, some a warning (names only).
+
+        The trained types are those in the training tags: a type found only nested inside another in training is
+        never a tag there, so the model cannot predict it."""
+        types = part.corpus.types()
+        if not types:  # no gold entities at all: every trained type's predictions are spurious, so count them
+            return set(self.train_types)
+        unscored = label_overlap(self.train_types, {lang: types})[lang]
+        if types and len(unscored) == len(types):
+            raise UserError(f"data.{split}.{lang}: its entity types ({', '.join(sorted(types))}) share none with "
+                            f"the training languages' ({', '.join(sorted(self.train_types)) or 'none'}); map both "
+                            "to one label space with labels.map (and labels.keep)", part.source.path)
+        if unscored:
+            log.warning("data.%s.%s: entity types %s are not among the trained types and are not scored; "
+                        "scored: %s", split,
+                        lang, ", ".join(unscored), ", ".join(sorted(types & self.train_types)))
+        return types & self.train_types
 
     def model_class(self) -> Any:
         from transformers import AutoModelForTokenClassification
@@ -50,11 +125,14 @@ class NerTask(Task):
 
     def encode(self, tokenizer: Any, max_length: int, cache_dir: Path, tokenizer_dir: Path) -> None:
         label2id = {label: i for i, label in enumerate(self.labels)}
-        cache = FeatureCache(cache_dir, tokenizer_dir, ner, {"task": "ner", "format": self.format,
-                                                             "max_length": max_length, "labels": self.labels})
-        for part in (part for parts in self.parts.values() for part in parts.values()):
-            data = cache.get(part.path, lambda: [dataclasses.asdict(f) for f in
-                                                 ner.encode(part.sentences, tokenizer, label2id, max_length)])
+        for lang, part in ((lang, p) for parts in self.parts.values() for lang, p in parts.items()):
+            settings = {"task": "ner", "format": part.source.format, "max_length": max_length, "labels": self.labels,
+                        "columns": config_to_dict(part.source.columns),
+                        **({"label_config": config_to_dict(self.label_config), "language": lang}
+                           if self.label_config is not None else {})}
+            cache = FeatureCache(cache_dir, tokenizer_dir, ner, settings)
+            data = cache.get(part.source.path, lambda: [dataclasses.asdict(f) for f in
+                                                        ner.encode(part.sentences, tokenizer, label2id, max_length)])
             part.features = [ner.Feature(**f) for f in data]
 
     def train_examples(self) -> list[Example]:
@@ -67,6 +145,28 @@ class NerTask(Task):
         return {split: {lang: {"documents": len(p.docs), "sentences": len(p.sentences), "sequences": len(p.features)}
                         for lang, p in parts.items()} for split, parts in self.parts.items()}
 
+    def label_space(self) -> dict[str, Any]:
+        """results.json `label_space`: the types each language has after the label map, which are scored, and
+        what the map and keep changed (counts per type; names only)."""
+        return {
+            "train": sorted(self.train_types),
+            "test": {lang: sorted(p.corpus.types()) for lang, p in self.parts["test"].items()},
+            "scored": {lang: sorted(p.scored) for lang, p in self.parts["test"].items()},
+            "unscored": {lang: sorted(p.corpus.types() - p.scored) for lang, p in self.parts["test"].items()},
+            "dropped": {split: {lang: dict(sorted(p.corpus.dropped.items())) for lang, p in parts.items()}
+                        for split, parts in self.parts.items()},
+            "unmapped": {split: {lang: dict(sorted(p.corpus.unmapped.items())) for lang, p in parts.items()}
+                         for split, parts in self.parts.items()},
+            "note": "f1/precision/recall of a test language count its scored types only, gold and predicted",
+        }
+
+    def reading(self) -> dict[str, Any]:
+        """results.json `reading`: per split and language, the format and what reading skipped or repaired."""
+        return {split: {lang: {"format": p.source.format, "skipped_lines": p.corpus.skipped_lines,
+                               "bare_inside": p.corpus.bare_inside,
+                               "discontinuous": p.source.columns.discontinuous if p.source.columns else None}
+                        for lang, p in parts.items()} for split, parts in self.parts.items()}
+
     def predict(self, predict: Predict, split: str) -> dict[str, list[list[str]]]:
         """IOB2 tags per sentence, per language."""
         id2label = dict(enumerate(self.labels))
@@ -74,50 +174,59 @@ class NerTask(Task):
                                  part.sentences) for lang, part in self.parts[split].items()}
 
     def score_dev(self, predictions: dict[str, list[list[str]]]) -> dict[str, Any]:
-        per_language = {}
-        total: list[metrics.Counts] = []
+        """Headline (exact-offset) F1 pooled over the dev languages picks the best epoch; word_f1 is logged too."""
+        per_language, spans, words = {}, [], []
         for lang, part in self.parts["dev"].items():
-            counts = metrics.add_counts(*self._doc_counts(part, predictions[lang]))
-            per_language[lang] = metrics.prf(*metrics.micro_counts(counts))
-            total.append(counts)
-        return with_languages(per_language, metrics.prf(*metrics.micro_counts(metrics.add_counts(*total))))
+            span = metrics.add_counts(*self._span_units(part, predictions[lang]).values())
+            word = metrics.add_counts(*self._word_units(part, predictions[lang]).values())
+            per_language[lang] = metrics.prf(*metrics.micro_counts(span))
+            spans.append(span)
+            words.append(word)
+        word_scores = metrics.prf(*metrics.micro_counts(metrics.add_counts(*words)))
+        pooled = metrics.prf(*metrics.micro_counts(metrics.add_counts(*spans)))
+        return with_languages(per_language, {**pooled, **{f"word_{k}": v for k, v in word_scores.items()}})
 
     def score_test(self, predictions: dict[str, list[list[str]]], dev: dict[str, Any],
                    ev: EvalConfig) -> dict[str, Any]:
         return {lang: self._report(part, predictions[lang], ev) for lang, part in self.parts["test"].items()}
 
     def write_predictions(self, predictions: dict[str, list[list[str]]], dev: dict[str, Any], folder: Path) -> None:
-        """BRAT .ann (and its .txt) per document; CoNLL documents get their synthetic text."""
+        """BRAT .ann (and its .txt) per document, every predicted entity; column documents get their synthetic
+        text, so the offsets line up with the gold entities."""
         for lang, part in self.parts["test"].items():
             predicted = self._predicted_entities(part, predictions[lang])
             for doc in part.docs:
                 ner.write_brat(doc, predicted[doc.doc_id], folder / lang / f"{doc.doc_id}.ann")
 
-    def _doc_counts(self, part: NerPart, tags: list[list[str]]) -> list[metrics.Counts]:
-        """Entity counts per bootstrap unit (metrics.unit_counts)."""
-        return list(metrics.unit_counts([s.doc_id for s in part.sentences], [s.tags for s in part.sentences],
-                                        tags).values())
+    def _span_units(self, part: NerPart, tags: list[list[str]]) -> dict[str, metrics.Counts]:
+        return span_unit_counts(part.docs, self._predicted_entities(part, tags), part.scored)
+
+    def _word_units(self, part: NerPart, tags: list[list[str]]) -> dict[str, metrics.Counts]:
+        """seqeval counts per unit, on the same scored types."""
+        return metrics.unit_counts([s.doc_id for s in part.sentences],
+                                   [only_types(s.tags, part.scored) for s in part.sentences],
+                                   [only_types(t, part.scored) for t in tags])
 
     def _report(self, part: NerPart, tags: list[list[str]], ev: EvalConfig) -> dict[str, Any]:
-        units = self._doc_counts(part, tags)
-        scores = metrics.entity_scores(metrics.add_counts(*units))
-        rows = np.array([metrics.micro_counts(c) for c in units], dtype=float)
-        report: dict[str, Any] = {
-            name: metrics.with_interval(scores["micro"][name], rows, metrics.micro_metric(name), ev.bootstrap,
-                                        ev.bootstrap_seed, ev.alpha) for name in PRF}
-        gold_tags = {t for s in part.sentences for t in s.tags}
-        report.update(scores, bootstrap_unit="document" if len(part.docs) > 1 else "sentence",
-                      unseen_labels=sorted(gold_tags - self.train_tags - {"O"}),
-                      exact_span=self._exact_span(part, tags) if self.format == "brat" else None)
+        report: dict[str, Any] = {}
+        for prefix, units in (("", self._span_units(part, tags)), ("word_", self._word_units(part, tags))):
+            scores = metrics.entity_scores(metrics.add_counts(*units.values()))
+            rows = np.array([metrics.micro_counts(c) for c in units.values()], dtype=float).reshape(-1, 3)
+            report.update({f"{prefix}{name}": metrics.with_interval(scores["micro"][name], rows,
+                                                                     metrics.micro_metric(name), ev.bootstrap,
+                                                                     ev.bootstrap_seed, ev.alpha) for name in PRF})
+            if not prefix:
+                report.update(scores)
+        predicted = self._predicted_entities(part, tags)
+        ceiling = ner.corpus_span_scores([[e for e in d.entities if e.type in part.scored] for d in part.docs],
+                                         [predicted[d.doc_id] for d in part.docs])["recall_ceiling"]
+        report.update(metric="exact-offset entity F1 (strict, micro)", word_metric="seqeval strict IOB2, words",
+                      recall_ceiling=ceiling, bootstrap_unit="document" if len(part.docs) > 1 else "sentence",
+                      scored_types=sorted(part.scored), unscored_types=sorted(part.corpus.types() - part.scored))
         return report
 
-    def _predicted_entities(self, part: NerPart, tags: list[list[str]]) -> dict[Any, list[Any]]:
-        by_doc: dict[Any, list[Any]] = {d.doc_id: [] for d in part.docs}
+    def _predicted_entities(self, part: NerPart, tags: list[list[str]]) -> dict[str, list[ner.Entity]]:
+        by_doc: dict[str, list[ner.Entity]] = {d.doc_id: [] for d in part.docs}
         for sentence, sentence_tags in zip(part.sentences, tags):
             by_doc[sentence.doc_id].extend(ner.tags_to_entities(sentence, sentence_tags))
         return by_doc
-
-    def _exact_span(self, part: NerPart, tags: list[list[str]]) -> dict[str, Any]:
-        """Exact character-offset matches against every gold BRAT entity (nested and discontinuous included)."""
-        predicted = self._predicted_entities(part, tags)
-        return ner.corpus_span_scores([d.entities for d in part.docs], [predicted[d.doc_id] for d in part.docs])

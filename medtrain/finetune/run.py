@@ -127,6 +127,7 @@ def write_results(cfg: FinetuneConfig, task: Task, model: Any, tokenizer: Any, p
         "labels": task.labels, "sizes": task.sizes(), "best_epoch": state["best"]["epoch"], "dev": dev,
         "epochs": cfg.train.epochs, "train_time_s": round(state["train_time_s"], 3), "device": str(device),
         "bootstrap": {**config_to_dict(cfg.eval), "unit": task.unit}, "test": test,
+        **({"label_space": task.label_space(), "reading": task.reading()} if isinstance(task, NerTask) else {}),
     }
     write_json_atomic(out / RESULTS, results)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # the run is complete: nothing left to resume

@@ -48,7 +48,9 @@ def to_markdown(table: Table) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
     lines.append("Test scores, mean ± std over seeds (runs); **bold**: the best mean F1 for its task and "
-                 "training → evaluation languages.")
+                 "training → evaluation languages. F1, precision and recall: NER, strict exact-offset entity scores "
+                 "(micro; word-level seqeval scores are results.json word_f1); screening, patient scores at the "
+                 "dev-chosen threshold.")
     return "\n".join(lines) + "\n"
 
 

@@ -24,17 +24,24 @@ FOLDER = "tensorboard"
 """GRID_DIR/tensorboard, beside the HParams summaries that `medtrain results` writes in its hparams/."""
 
 
-def link_name(label: str) -> str:
-    """`mbert ner es→es+ro seed=0` -> `mbert_ner_es-to-es+ro_seed0`: a portable folder name."""
+MAX_NAME = 120
+"""Characters of a link name; file systems allow 255 bytes, and many differing parameters exceed that."""
+
+
+def link_name(label: str, signature: str) -> str:
+    """`mbert ner es→es+ro seed=0` -> `mbert_ner_es-to-es+ro_seed0`: a portable folder name; a name longer than
+    MAX_NAME is cut and ends in the run's signature, so it stays unique."""
     name = label.replace("→", "-to-").replace("seed=", "seed").replace("/", "-").replace(" ", "_")
-    return re.sub(r"[^\w.+=,-]", "-", name)
+    name = re.sub(r"[^\w.+=,-]", "-", name)
+    return name if len(name) <= MAX_NAME else f"{name[:MAX_NAME - len(signature) - 3]}..._{signature}"
 
 
 def link_runs(grid: Grid) -> dict[str, Path]:
     """Create or update GRID_DIR/tensorboard/<name> for every run; returns {signature: link}."""
     folder = grid.grid_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    names = [link_name(label) for label in run_labels([describe(r.config, r.run_dir) for r in grid.runs])]
+    labels = run_labels([describe(r.config, r.run_dir) for r in grid.runs])
+    names = [link_name(label, run.signature) for label, run in zip(labels, grid.runs)]
     if len(set(names)) < len(names):  # cannot happen for distinct configs, but never link two runs to one name
         names = [f"{name}_{run.signature}" for name, run in zip(names, grid.runs)]
     links = {run.signature: folder / name for run, name in zip(grid.runs, names)}

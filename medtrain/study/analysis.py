@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtrain.data.corpus import CorpusConfig, CorpusReader
+from medtrain.data.ner_format import ColumnFormat
 from medtrain.errors import UserError
 from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
 
@@ -37,6 +38,8 @@ class TaskText:
     path: Path
     language: str
     format: Literal["brat", "conll", "jsonl", "csv"] = "brat"
+    columns: ColumnFormat | None = None
+    """How a column (conll) file is laid out; None: token first, tag last."""
 
     def __post_init__(self) -> None:
         allowed = {"ner": ("brat", "conll"), "screening": ("jsonl", "csv")}[self.kind]
@@ -75,7 +78,7 @@ def task_texts(task: TaskText, limit: int) -> Iterator[str]:
     if task.kind == "ner":
         from medtrain.data.ner import read_ner, synthetic_text
 
-        for doc in read_ner(task.path, task.format)[:limit]:
+        for doc in read_ner(task.path, task.format, task.columns)[:limit]:
             yield doc.text if doc.text is not None else synthetic_text(doc)
     else:
         from medtrain.data.documents import read_notes

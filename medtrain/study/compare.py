@@ -45,21 +45,19 @@ def screening_scores(run_dir: Path, lang: str, threshold: float, metric: str) ->
     return RunScores(tuple(r[0] for r in records), rows, metrics.classification_metric(metric, threshold))
 
 
-def ner_scores(run_dir: Path, lang: str, gold: list[Any]) -> RunScores:
-    """Documents: entity counts (tp, predicted, gold) of the run's BRAT predictions against the gold documents,
-    per document (per sentence when the set is one document), as finetune bootstraps them."""
+def ner_scores(run_dir: Path, lang: str, gold: list[Any], types: set[str]) -> RunScores:
+    """Documents (sentences when the set is one document): exact-offset entity counts (tp, predicted, gold) of
+    `types` (the run's scored types for lang), the run's BRAT predictions against the gold documents' entities,
+    counted per unit as fine-tuning counts them (the headline F1)."""
     from medtrain.data.ner import read_ner
+    from medtrain.finetune.ner import span_unit_counts
 
     predicted = {d.doc_id: d for d in read_ner(run_dir / "predictions" / lang, "brat")}
-    doc_ids, gold_tags, pred_tags = [], [], []
-    for doc in gold:
-        pred = predicted.get(doc.doc_id)
-        if pred is None or len(pred.sentences) != len(doc.sentences):
-            raise UserError(f"predictions of document {doc.doc_id} do not match its gold sentences", run_dir)
-        doc_ids += [doc.doc_id] * len(doc.sentences)
-        gold_tags += [s.tags for s in doc.sentences]
-        pred_tags += [s.tags for s in pred.sentences]
-    per_unit = metrics.unit_counts(doc_ids, gold_tags, pred_tags)
+    missing = [doc.doc_id for doc in gold if doc.doc_id not in predicted]
+    if missing or len(predicted) != len(gold):
+        raise UserError(f"the predictions of {lang} do not match its gold documents (first missing: "
+                        f"{(missing or ['none'])[0]})", run_dir / "predictions" / lang)
+    per_unit = span_unit_counts(gold, {i: d.entities for i, d in predicted.items()}, types)
     units, rows = tuple(per_unit), [metrics.micro_counts(counts) for counts in per_unit.values()]
     return RunScores(units, np.array(rows, dtype=float).reshape(-1, 3), metrics.micro_metric("f1"))
 

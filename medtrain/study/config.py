@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtrain.cluster.resources import SlurmResources
+from medtrain.data.ner_format import LabelConfig
+from medtrain.finetune.config import SourceConfig, source_config
 
 BASELINE = "baseline"
 
@@ -57,23 +59,49 @@ class TaskConfig:
     """Names the task in tables, e.g. ner-ro."""
     recipe: str
     """Fine-tuning config (packaged name or path, e.g. finetune-ner): task kind, data format, hyper-parameters."""
-    path: str
-    """Where a split is, under data_dir, with {lang} and {split} (train/dev/test): ner/{lang}/{split}."""
+    path: str | dict[str, Any]
+    """Where a split is, under data_dir: one pattern with {lang} and {split} (train/dev/test), ner/{lang}/{split};
+    or one per language, each a pattern with {split} or a mapping {path: pattern, format: conll, columns: {token:
+    0, tag: 2}, short_lines: skip, discontinuous: join} (the keys of a fine-tuning data source), so one task can
+    mix BRAT and column files. Read into SourceConfig here."""
     train_languages: list[str]
     """One run per language (and model and seed): the rows of the cross-lingual matrix."""
     test_languages: list[str]
     """Every run is tested on each: the columns of the cross-lingual matrix."""
     metric: Literal["f1", "auroc", "auprc"] = "f1"
-    """What the report compares. NER: entity F1 (seqeval strict). Screening: patient F1 at the dev-chosen
-    threshold, or the threshold-free AUROC / AUPRC."""
+    """What the report compares. NER: strict exact-offset entity F1 (micro; type and character offsets must
+    match). Screening: patient F1 at the dev-chosen threshold, or the threshold-free AUROC / AUPRC."""
+    labels: LabelConfig | None = None
+    """NER only: the label space every fine-tuning run of the task reads into, {map: {es: {PROTEINAS: CHEM}},
+    keep: [CHEM, DISO], strict: false} (see the fine-tuning config's `labels`)."""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Dotted fine-tuning keys for this task, e.g. {train.epochs: 3, train.lr: 1.0e-3}."""
 
     def __post_init__(self) -> None:
-        if "{lang}" not in self.path or "{split}" not in self.path:
-            raise ValueError(f"tasks: path {self.path!r} must contain {{lang}} and {{split}}, e.g. ner/{{lang}}/{{split}}")
         if not self.train_languages or not self.test_languages:
             raise ValueError(f"task {self.name}: train_languages and test_languages need at least one language")
+        if isinstance(self.path, str):
+            if "{lang}" not in self.path or "{split}" not in self.path:
+                raise ValueError(f"tasks: path {self.path!r} must contain {{lang}} and {{split}}, "
+                                 "e.g. ner/{lang}/{split}")
+            return
+        missing = [lang for lang in dict.fromkeys(self.train_languages + self.test_languages) if lang not in self.path]
+        if missing:
+            raise ValueError(f"task {self.name}: path has no entry for {', '.join(missing)}")
+        self.path = {str(lang): source_config(value, f"task {self.name}: path.{lang}")
+                     for lang, value in self.path.items()}
+        for lang, source in self.path.items():
+            if "{split}" not in str(source if isinstance(source, Path) else source.path):
+                raise ValueError(f"task {self.name}: path.{lang} must contain {{split}}, e.g. ner/{lang}/{{split}}")
+
+    def source(self, lang: str, split: str) -> str | SourceConfig:
+        """One split's path pattern filled in: a string (the task's default reading), or a SourceConfig."""
+        if isinstance(self.path, str):
+            return self.path.format(lang=lang, split=split)
+        source = self.path[lang]
+        if isinstance(source, Path):
+            return str(source).format(lang=lang, split=split)
+        return dataclasses.replace(source, path=Path(str(source.path).format(lang=lang, split=split)))
 
 
 @dataclasses.dataclass

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medtrain.config import apply_override, build_config, read_yaml, resolve_config_path
+from medtrain.config import apply_override, build_config, config_to_dict, read_yaml, resolve_config_path
 from medtrain.data.pack import PrepareConfig
 from medtrain.errors import UserError
+from medtrain.finetune.config import DataConfig, Source
 from medtrain.pretrain import PretrainConfig
 from medtrain.study.config import BASELINE, PretrainRun, StudyConfig, TaskConfig
 
@@ -63,7 +64,26 @@ class Study:
         return self.out / "pretrain" / name
 
     def split(self, task: TaskConfig, lang: str, split: str) -> Path:
-        return _under(self.cfg.data_dir, task.path.format(lang=lang, split=split))
+        """The path of one language's split, under data_dir."""
+        source = task.source(lang, split)
+        return _under(self.cfg.data_dir, source if isinstance(source, str) else source.path)
+
+    def split_source(self, task: TaskConfig, lang: str, split: str) -> str | dict[str, Any]:
+        """One language's split as a fine-tuning data entry: a path, or {path, format, columns, ...}."""
+        source = task.source(lang, split)
+        if isinstance(source, str):
+            return str(self.split(task, lang, split))
+        given = {k: v for k, v in config_to_dict(source).items() if v is not None}
+        return {**given, "path": str(self.split(task, lang, split))}
+
+    def reading(self, task: TaskConfig, lang: str, split: str) -> Source:
+        """How one language's split is read (path, format, columns), resolved against the task recipe's data."""
+        entry = self.split_source(task, lang, split)
+        data = {**self.tasks[task.name]["data"], **{s: {lang: entry} for s in ("train", "dev", "test")}}
+        try:
+            return build_config(DataConfig, data).source("train", lang)
+        except UserError as exc:
+            raise UserError(f"task {task.name}: {exc.message}") from None
 
     def _prepare_config(self) -> PrepareConfig:
         data = {**self.cfg.prepare, "output_dir": str(self.shards)}
@@ -104,7 +124,11 @@ class Study:
         if data.get("task") not in ("ner", "screening"):
             raise UserError(f"task {task.name}: its recipe must set task: ner or screening", task.recipe)
         if data["task"] == "ner" and task.metric != "f1":
-            raise UserError(f"task {task.name}: NER is compared on entity f1, not {task.metric}")
+            raise UserError(f"task {task.name}: NER is compared on exact-offset entity f1, not {task.metric}")
+        if task.labels is not None:
+            if data["task"] != "ner":
+                raise UserError(f"task {task.name}: labels (entity label spaces) are for NER tasks only")
+            data["labels"] = config_to_dict(task.labels)
         return data
 
     def kind(self, task: TaskConfig) -> str:

@@ -136,8 +136,9 @@ def grid_spec(study: Study, after: Sequence[str]) -> dict[str, Any]:
         for lang in task.train_languages:
             data = json.loads(json.dumps(study.tasks[task.name]))  # a deep copy
             data.setdefault("data", {}).update(
-                train={lang: str(study.split(task, lang, "train"))}, dev={lang: str(study.split(task, lang, "dev"))},
-                test={t: str(study.split(task, t, "test")) for t in task.test_languages})
+                train={lang: study.split_source(task, lang, "train")},
+                dev={lang: study.split_source(task, lang, "dev")},
+                test={t: study.split_source(task, t, "test") for t in task.test_languages})
             combos.append(data)
     extra = {**cfg.slurm.finetune.extra, **({"dependency": "afterok:" + ":".join(after)} if after else {})}
     return {"grid_dir": str(study.grid_dir), "base": {},
@@ -176,8 +177,12 @@ def stage_finetune(study: Study, after: Sequence[str], pretrain_resubmitted: boo
 
 
 def analyze_config(study: Study) -> AnalyzeConfig:
-    texts = [TaskText(name=f"{t.name}/{lang}", kind=study.kind(t), path=study.split(t, lang, "train"), language=lang,
-                      format=study.tasks[t.name]["data"]["format"]) for t in study.cfg.tasks for lang in t.train_languages]
+    texts = []
+    for t in study.cfg.tasks:
+        for lang in t.train_languages:
+            source = study.reading(t, lang, "train")
+            texts.append(TaskText(name=f"{t.name}/{lang}", kind=study.kind(t), path=study.split(t, lang, "train"),
+                                  language=lang, format=source.format, columns=source.columns))
     corpora = [dataclasses.replace(c, path=study.prepare.corpus_path(c)) for c in study.prepare.corpora]
     return AnalyzeConfig(output_dir=study.analysis_dir, tokenizer=study.shards / "tokenizer", corpora=corpora,
                          tasks=texts, models=dict(study.models), max_documents=study.cfg.analysis.max_documents,

@@ -114,8 +114,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     for folder in ("ds_configs", "launchers"):
         (root / folder).symlink_to(REPO / folder)
     demo = Demo(root, [], "")
-    sample, study = documented_commands("study-demo")
-    demo.check(sample, timeout=600)
+    *data_commands, study = documented_commands("study-demo")  # sample-data, then the Romanian split
+    for command in data_commands:
+        demo.check(command, timeout=600)
     command = [*study, *smaller_study_demo()]
     result = demo.run(command, timeout=DEMO_RUN_TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,12 +19,16 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from medtrain.cli import run
 from medtrain.data import ner
+from medtrain.data.ner_format import ColumnFormat
 from medtrain.data.sample import write_sample_data
+
+from _sample_types import DUTCH_TO_SHARED, SHARED_TYPES, SPANISH_TO_SHARED
 
 pytestmark = pytest.mark.integration
 
@@ -59,12 +64,26 @@ def write_config(path: Path, body: dict[str, Any]) -> Path:
     return path
 
 
-def ner_config(tmp: Path, data: Path, model_dir: Path, out: Path) -> Path:
+@pytest.fixture(scope="module")
+def ro_split(data: Path) -> Path:
+    """The MoNERo-shaped Romanian file cut by `medtrain split`, as `make demo` cuts it."""
+    out = data / "ner" / "ro" / "split"
+    assert run(["split", str(data / "ner" / "ro" / "monero.tsv"), str(out), "--by", "sentence",
+                "--order", "source", "--ratios", "0.6,0.2,0.2"]) == 0
+    return out
+
+
+def ner_config(tmp: Path, data: Path, model_dir: Path, out: Path, ro_split: Path) -> Path:
+    """Train on Spanish PharmaCoNER-style BRAT, test on it and on Romanian MoNERo-style columns, both mapped to
+    MoNERo's types."""
     ner_dir = data / "ner"
+    ro = {"path": str(ro_split / "test.tsv"), "format": "conll", "columns": {"token": 0, "tag": 2},
+          "separator": "tab", "short_lines": "skip", "discontinuous": "join"}
     return write_config(tmp / "ner.yaml", {
         "output_dir": str(out), "task": "ner", "model": str(model_dir),
         "data": {"format": "brat", "train": str(ner_dir / "es" / "train"), "dev": str(ner_dir / "es" / "dev"),
-                 "test": {"es": str(ner_dir / "es" / "test"), "ro": str(ner_dir / "ro" / "test")}}})
+                 "test": {"es": str(ner_dir / "es" / "test"), "ro": ro}},
+        "labels": {"map": {"es": SPANISH_TO_SHARED}, "keep": SHARED_TYPES}})
 
 
 def finetune(config: Path, *overrides: str) -> int:
@@ -92,11 +111,34 @@ def results(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
 
 
+def exact_offset_f1(run_dir: Path, lang: str, types: list[str]) -> float:
+    """Strict F1 computed here, independently of medtrain's scorer: the run's predicted .ann files against the
+    gold entities as the run read them ((document, type, fragments) sets, on the scored types)."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    source = config["data"]["test"][lang]
+    columns = None
+    if isinstance(source, dict):
+        columns = ColumnFormat(token=source["columns"]["token"], tag=source["columns"]["tag"],
+                               separator=source["separator"], short_lines=source["short_lines"],
+                               discontinuous=source["discontinuous"])
+        source = source["path"]
+    mapping = config["labels"]["map"].get(lang, {})
+
+    def entities(docs: list[ner.NerDocument], rename: dict[str, str]) -> set[tuple[str, str, tuple]]:
+        return {(d.doc_id, rename.get(e.type, e.type), e.fragments) for d in docs for e in d.entities
+                if rename.get(e.type, e.type) in types}
+
+    gold = entities(ner.read_ner(source, config["data"]["format"] if columns is None else "conll", columns), mapping)
+    predicted = entities(ner.read_ner(run_dir / "predictions" / lang, "brat"), {})
+    correct = len(gold & predicted)
+    return 2 * correct / (len(gold) + len(predicted)) if gold or predicted else 0.0
+
+
 @pytest.fixture(scope="module")
-def ner_run(tmp_path_factory: pytest.TempPathFactory, data: Path, model_dir: Path) -> Path:
+def ner_run(tmp_path_factory: pytest.TempPathFactory, data: Path, model_dir: Path, ro_split: Path) -> Path:
     """An uninterrupted NER run (train es, test es + ro), shared by the tests below."""
     tmp = tmp_path_factory.mktemp("ner")
-    assert finetune(ner_config(tmp, data, model_dir, tmp / "run")) == 0
+    assert finetune(ner_config(tmp, data, model_dir, tmp / "run", ro_split)) == 0
     return tmp / "run"
 
 
@@ -106,15 +148,20 @@ def test_ner_brat_results_predictions_and_tensorboard(ner_run: Path) -> None:
     assert out["seed"] == 0 and out["best_epoch"] in (1, 2, 3) and out["train_time_s"] > 0
     assert out["labels"][0] == "O" and out["hparams"]["lr"] == pytest.approx(5e-3)
     assert out["test"]["es"]["f1"]["value"] > 0  # even this tiny, unpretrained model learns something in-language
+    assert out["labels"] == ["O", *(f"{p}-{t}" for t in SHARED_TYPES for p in "BI")]  # the mapped space
     for lang in ("es", "ro"):
         report = out["test"][lang]
-        check_interval(report, ("f1", "precision", "recall"))
-        assert report["f1"]["value"] == report["micro"]["f1"]
-        assert {"f1", "precision", "recall"} <= set(report["macro"]) and report["per_type"]
-        assert 0.0 <= report["exact_span"]["f1"] <= 1.0 and report["exact_span"]["support"] > 0
-        assert isinstance(report["unseen_labels"], list) and report["bootstrap_unit"] == "document"
+        check_interval(report, ("f1", "precision", "recall", "word_f1", "word_precision", "word_recall"))
+        assert report["f1"]["value"] == report["micro"]["f1"] and report["metric"].startswith("exact-offset")
+        assert {"f1", "precision", "recall"} <= set(report["macro"]) and set(report["per_type"]) <= set(SHARED_TYPES)
+        assert report["scored_types"] == SHARED_TYPES and report["unscored_types"] == []
+        assert report["f1"]["value"] == pytest.approx(exact_offset_f1(ner_run, lang, report["scored_types"]))
         docs = ner.read_ner(ner_run / "predictions" / lang, "brat")  # .ann + .txt parse back
         assert len(docs) == out["sizes"]["test"][lang]["documents"]
+    assert out["test"]["es"]["bootstrap_unit"] == "document"
+    assert out["test"]["ro"]["bootstrap_unit"] == "sentence"  # one column file with no document markers
+    assert out["reading"]["test"]["ro"]["discontinuous"] == "join" and out["reading"]["test"]["es"]["format"] == "brat"
+    assert out["label_space"]["train"] == SHARED_TYPES
     tags = scalars(ner_run)
     steps = -(-out["sizes"]["train"]["es"]["sequences"] // 8)  # per epoch, at batch size 8
     assert [step for step, _ in tags["eval/f1"]] == [steps, 2 * steps, 3 * steps]
@@ -138,11 +185,11 @@ def test_rerun_of_a_complete_run_does_nothing(ner_run: Path, capsys: pytest.Capt
 
 
 def test_killed_run_resumes_to_the_same_results(ner_run: Path, tmp_path: Path, data: Path,
-                                                model_dir: Path) -> None:
+                                                model_dir: Path, ro_split: Path) -> None:
     """SIGKILL once the epoch-1 checkpoint exists; the rerun resumes at epoch 2 and matches the reference."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "medtrain.cli", "finetune", str(ner_config(tmp_path, data, model_dir, out)),
-               *NER_ARGS]
+    config = ner_config(tmp_path, data, model_dir, out, ro_split)
+    command = [sys.executable, "-m", "medtrain.cli", "finetune", str(config), *NER_ARGS]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + KILL_TIMEOUT_S
@@ -192,30 +239,41 @@ def test_screening(tmp_path: Path, data: Path, model_dir: Path) -> None:
     assert (tmp_path / "run" / "model" / "config.json").is_file()
 
 
-def test_conll_mixed_training_and_a_label_seen_only_in_evaluation(tmp_path: Path, data: Path,
-                                                                  model_dir: Path) -> None:
-    """Train on es + nl; a type present only in the ro test set is in the label set, scored, and listed as
-    unseen in training."""
+def test_conll_mixed_training_and_a_type_only_in_evaluation(tmp_path: Path, data: Path, model_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Train on es + nl column files mapped to shared types. A test set with a type training never saw is scored
+    on the shared types only and names the other; a test set that shares no type with training is an error
+    before anything trains."""
     ner_dir = data / "ner"
-    ro_test = tmp_path / "ro-test.conll"
-    ro_test.write_text((ner_dir / "ro" / "test.conll").read_text(encoding="utf-8").replace("-DRUG", "-RARE"),
-                       encoding="utf-8")
+    rare = tmp_path / "nl-rare.conll"
+    rare.write_text((ner_dir / "nl" / "test.conll").read_text(encoding="utf-8").replace("-Medicatie", "-RARE"),
+                    encoding="utf-8")
     config = write_config(tmp_path / "conll.yaml", {
         "output_dir": str(tmp_path / "run"), "task": "ner", "model": str(model_dir),
         "data": {"format": "conll",
                  "train": {lang: str(ner_dir / lang / "train.conll") for lang in ("es", "nl")},
                  "dev": {lang: str(ner_dir / lang / "dev.conll") for lang in ("es", "nl")},
-                 "test": {"es": str(ner_dir / "es" / "test.conll"), "ro": str(ro_test)}}})
+                 "test": {"es": str(ner_dir / "es" / "test.conll"), "nl": str(rare)}},
+        "labels": {"map": {"es": SPANISH_TO_SHARED, "nl": DUTCH_TO_SHARED}}})
     assert finetune(config, "data.format=conll", "train.epochs=1") == 0
     out = results(tmp_path / "run")
     assert out["train_languages"] == ["es", "nl"] and set(out["sizes"]["train"]) == {"es", "nl"}
-    assert {"f1", "f1_es", "f1_nl"} <= set(out["dev"])  # pooled, and per dev language
-    assert {"B-RARE", "I-RARE"} <= set(out["labels"])
-    assert "B-RARE" in out["test"]["ro"]["unseen_labels"] and "B-RARE" not in out["test"]["es"]["unseen_labels"]
-    assert out["test"]["ro"]["per_type"]["RARE"]["support"] > 0
-    assert out["test"]["es"]["exact_span"] is None  # CoNLL has no character offsets to compare
-    check_interval(out["test"]["ro"], ("f1", "precision", "recall"))
-    assert ner.read_ner(tmp_path / "run" / "predictions" / "ro", "brat")
+    assert {"f1", "f1_es", "f1_nl", "word_f1"} <= set(out["dev"])  # pooled, and per dev language
+    assert "B-RARE" not in out["labels"] and out["label_space"]["train"] == SHARED_TYPES
+    assert out["test"]["nl"]["unscored_types"] == ["RARE"] and out["test"]["es"]["unscored_types"] == []
+    assert "CHEM" not in out["test"]["nl"]["scored_types"] and "RARE" not in out["test"]["nl"]["per_type"]
+    check_interval(out["test"]["nl"], ("f1", "precision", "recall"))
+    for lang in ("es", "nl"):  # column documents are scored on exact offsets too, in their synthetic text
+        report = out["test"][lang]
+        assert report["f1"]["value"] == pytest.approx(exact_offset_f1(tmp_path / "run", lang, report["scored_types"]))
+
+    only_rare = tmp_path / "only-rare.conll"
+    only_rare.write_text(re.sub(r"([BI])-\w+", r"\1-RARE", rare.read_text(encoding="utf-8")), encoding="utf-8")
+    capsys.readouterr()
+    assert finetune(config, "data.format=conll", f"data.test.nl={only_rare}", f"output_dir={tmp_path / 'bad'}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "data.test.nl" in err and "RARE" in err
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("override, message", [
@@ -223,13 +281,13 @@ def test_conll_mixed_training_and_a_label_seen_only_in_evaluation(tmp_path: Path
     ("data.format=jsonl", "data.format jsonl does not fit task ner"),
     ("model=MODEL_WITHOUT_CONFIG", "not a Hugging Face model folder (no config.json)"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, data: Path, model_dir: Path,
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, data: Path, model_dir: Path, ro_split: Path,
                                                   capsys: pytest.CaptureFixture[str], override: str,
                                                   message: str) -> None:
     broken = tmp_path / "no-config"
     broken.mkdir()
     out = tmp_path / "run"
-    config = ner_config(tmp_path, data, model_dir, out)
+    config = ner_config(tmp_path, data, model_dir, out, ro_split)
     assert finetune(config, override.replace("MODEL_WITHOUT_CONFIG", str(broken))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
@@ -237,12 +295,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, data: Path, mo
 
 
 def test_unfinished_run_refuses_another_config(ner_run: Path, tmp_path: Path, data: Path, model_dir: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               ro_split: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     (out / "checkpoint").mkdir(parents=True)
     shutil.copy2(ner_run / "config.yaml", out / "config.yaml")  # another output_dir: the configs differ
     (out / "checkpoint" / "last.pt").write_bytes(b"")
-    assert finetune(ner_config(tmp_path, data, model_dir, out)) == 2
+    assert finetune(ner_config(tmp_path, data, model_dir, out, ro_split)) == 2
     assert "different config.yaml" in capsys.readouterr().err
 
 

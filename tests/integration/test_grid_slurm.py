@@ -32,6 +32,8 @@ from medtrain.grid.spec import Grid, load_grid
 from medtrain.grid.status import COMPLETED, FAILED, REQUEUED, RunStatus, format_status, grid_status
 from medtrain.grid.submit import cancel_grid
 
+from _sample_types import DUTCH_TO_SHARED, SPANISH_TO_SHARED
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
@@ -70,7 +72,8 @@ def base_config(data: Path, model: Path, epochs: int) -> dict[str, Any]:
     ner = data / "ner"
     return {"task": "ner", "model": str(model),
             "data": {"format": "brat", "train": str(ner / "es" / "train"), "dev": str(ner / "es" / "dev"),
-                     "test": {"es": str(ner / "es" / "test"), "ro": str(ner / "ro" / "test")}},
+                     "test": {"es": str(ner / "es" / "test"), "nl": str(ner / "nl" / "test")}},
+            "labels": {"map": {"es": SPANISH_TO_SHARED, "nl": DUTCH_TO_SHARED}},
             "train": {"epochs": epochs, "lr": 3e-3, "batch_size": 8, "max_length": 32},
             "eval": {"bootstrap": 20}}
 
@@ -157,7 +160,7 @@ def test_array_completes_and_a_failing_run_reports_why(array_grid: tuple[Path, G
         assert s.detail == f"UserError: {data / EMPTY_DEV}: no .txt files in this BRAT folder"
     for s in states[COMPLETED]:
         results = json.loads((s.run.run_dir / "results.json").read_text())
-        assert results["eval_languages"] == ["es", "ro"] and s.run.run_dir.parent == grid.grid_dir / "runs"
+        assert results["eval_languages"] == ["es", "nl"] and s.run.run_dir.parent == grid.grid_dir / "runs"
     assert medtrain(["grid", "status", str(spec)]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[-1] == "6 runs: 4 completed, 2 failed" and "UserError:" in table
@@ -203,7 +206,7 @@ def test_results_table_plots_and_hparams(array_grid: tuple[Path, Grid], capsys: 
     out = capsys.readouterr().out
     assert "4 finished runs" in out
     lines = [line for line in (grid.grid_dir / "results.md").read_text().splitlines() if line.startswith("| bert")]
-    assert sorted(line.split(" | ")[2] for line in lines) == ["es → es", "es → es", "es → ro", "es → ro"]
+    assert sorted(line.split(" | ")[2] for line in lines) == ["es → es", "es → es", "es → nl", "es → nl"]
     assert all(line.split(" | ")[3] == "2" for line in lines)  # two seeds per row
     assert (grid.grid_dir / "results.csv").read_text().count("\n") == 5
     assert {p.name for p in (grid.grid_dir / "plots").iterdir()} == {"heatmap-ner.png", "bars-ner.png"}
@@ -217,7 +220,7 @@ def test_results_table_plots_and_hparams(array_grid: tuple[Path, Grid], capsys: 
     start = metadata.parse_session_start_info_plugin_data(
         events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
     assert start.hparams["model"].string_value in ("bert-a", "bert-b")
-    assert {"test/f1_es", "test/f1_ro", "eval/f1"} <= set(events.Tags()["scalars"])
+    assert {"test/f1_es", "test/f1_nl", "eval/f1"} <= set(events.Tags()["scalars"])
 
 
 def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(

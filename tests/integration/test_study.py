@@ -70,8 +70,13 @@ def test_report_has_table_winners_differences_matrix_and_analysis(demo: Demo) ->
     out, printed = demo.out, demo.printed
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("## Results", "## Winner per task", "## Difference from the baseline", "## Cross-lingual matrix",
-                    "## Why: the data behind the differences", "## All fine-tuning runs"):
+                    "## Label spaces", "## Per-type scores", "## Why: the data behind the differences",
+                    "## All fine-tuning runs"):
         assert heading in report
+    # the three languages' type sets, mapped to MoNERo's: every NER task's label space and per-type table
+    for task in ("ner-ro", "ner-es"):
+        assert f"### {task} (exact-offset entity F1 per type)" in report
+    assert all(t in report.split("## Label spaces")[1] for t in ("NORMALIZABLES", "Medicatie", "DISO"))
     row = next(line for line in report.splitlines() if line.startswith("| screening-nl | auroc | nl → nl |"))
     assert re.fullmatch(r"\| screening-nl \| auroc \| nl → nl( \| (\*\*)?\d\.\d{3} ± \d\.\d{3}(\*\*)?){2} \|", row), row
     assert "**" in row  # the best model is marked

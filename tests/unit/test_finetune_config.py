@@ -64,3 +64,78 @@ def test_the_config_imports_without_torch() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- per-language sources, labels
+
+
+def test_an_old_data_section_resolves_and_serialises_as_before() -> None:
+    cfg = build("ner", data={**REQUIRED["ner"], "test": {"es": "a/es", "ro": "a/ro"}})
+    assert cfg.data.test == {"es": Path("a/es"), "ro": Path("a/ro")}  # paths stay paths: same config.yaml
+    assert config_to_dict(cfg)["data"]["test"] == {"es": "a/es", "ro": "a/ro"}
+    source = cfg.data.source("test", "ro")
+    assert (source.path, source.format, source.columns) == (Path("a/ro"), "brat", None)
+
+
+def test_a_language_mixes_in_a_column_file_with_its_own_reading_keys() -> None:
+    ro = {"path": "ner/ro/test.conll", "format": "conll", "columns": {"token": 0, "tag": 2}, "short_lines": "skip"}
+    cfg = build("ner", data={**REQUIRED["ner"], "separator": "tab", "discontinuous": "join",
+                             "test": {"es": "ner/es/test", "ro": ro}})
+    es, roman = cfg.data.source("test", "es"), cfg.data.source("test", "ro")
+    assert es.format == "brat" and es.columns is None
+    assert roman.format == "conll" and roman.path == Path("ner/ro/test.conll")
+    columns = roman.columns
+    assert (columns.token, columns.tag, columns.short_lines) == (0, 2, "skip")
+    assert (columns.separator, columns.discontinuous, columns.document_marker) == ("tab", "join", "-DOCSTART-")
+    again = build_config(FinetuneConfig, config_to_dict(cfg))  # config.yaml reads back to the same sources
+    assert again.data.sources("test") == cfg.data.sources("test")
+
+
+def test_section_column_defaults_apply_to_every_column_source() -> None:
+    cfg = build("ner", data={"format": "conll", "columns": {"tag": 2}, "short_lines": "skip",
+                             "train": {"ro": "r/train"}, "dev": {"ro": "r/dev"},
+                             "test": {"ro": {"path": "r/test", "columns": {"token": 1, "tag": 3}}}})
+    train = cfg.data.source("train", "ro").columns
+    assert (train.tag, train.short_lines) == (2, "skip")
+    assert (cfg.data.source("test", "ro").columns.token, cfg.data.source("test", "ro").columns.tag) == (1, 3)
+
+
+@pytest.mark.parametrize("test, message", [
+    ({"ro": {"path": "x", "fromat": "conll"}}, r"data.test.ro.fromat: unknown key; did you mean format"),
+    ({"ro": {"format": "conll"}}, r"data.test.ro.path: is required"),
+    ({"ro": {"path": "x", "format": "jsonl"}}, r"data.format jsonl does not fit task ner"),
+    ({"ro": {"path": "x", "columns": {"tag": 2}}}, r"data.test.ro: columns only apply to column \(conll\) files"),
+    ({"ro": {"path": "x", "format": "conll", "columns": {"token": 2, "tag": 2}}},
+     r"data.test.ro: columns.tag and columns.token name the same column"),
+    ({"ro": 3}, r"data.test.ro: expected a path or a mapping"),
+])
+def test_bad_sources_name_their_key(test: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        build("ner", data={**REQUIRED["ner"], "test": test})
+
+
+def test_labels_are_read_and_only_for_ner() -> None:
+    labels = {"map": {"es": {"PROTEINAS": "CHEM"}}, "keep": ["CHEM", "DISO"]}
+    cfg = build("ner", labels=labels)
+    assert cfg.labels.rename("es") == {"PROTEINAS": "CHEM"} and cfg.labels.keep == ["CHEM", "DISO"]
+    assert config_to_dict(cfg)["labels"] == {**labels, "strict": False}
+    with pytest.raises(UserError, match="labels: entity label spaces are for task ner only"):
+        build("screening", labels=labels)
+    with pytest.raises(UserError, match="labels.keep is empty"):
+        build("ner", labels={"keep": []})
+
+
+def test_check_inputs_checks_each_source_by_its_own_format(tmp_path: Path) -> None:
+    from medtrain.finetune.config import check_inputs
+
+    (tmp_path / "es").mkdir()
+    (tmp_path / "ro.conll").write_text("a\tB-X\n", encoding="utf-8")
+    data = {"format": "brat", "train": {"es": str(tmp_path / "es")}, "dev": {"es": str(tmp_path / "es")},
+            "test": {"ro": {"path": str(tmp_path / "ro.conll"), "format": "conll"}}}
+    check_inputs(build("ner", data=data), model_pending=True)
+    wrong = {**data, "test": {"ro": str(tmp_path / "ro.conll")}}  # a file where brat wants a folder
+    with pytest.raises(UserError, match="data.test.ro: folder of .txt/.ann files not found"):
+        check_inputs(build("ner", data=wrong), model_pending=True)
+    gone = {**data, "test": {"ro": {"path": str(tmp_path / "nope.conll"), "format": "conll"}}}
+    with pytest.raises(UserError, match="data.test.ro: column file"):
+        check_inputs(build("ner", data=gone), model_pending=True)

@@ -138,3 +138,14 @@ def test_bootstrap_units_are_documents_or_the_sentences_of_a_single_document() -
     by_sentence = metrics.unit_counts(["a", "a", "a"], gold, pred)
     assert [metrics.micro_counts(c) for c in by_sentence.values()] == [(1, 1, 1), (0, 0, 1), (0, 0, 1)]
     assert len(set(by_sentence)) == 3
+
+
+def test_span_counts_match_type_and_every_offset_as_multisets() -> None:
+    gold = [("DISO", ((0, 4),)), ("DISO", ((0, 4),)), ("CHEM", ((5, 9), (12, 15))), ("ANAT", ((0, 2),))]
+    pred = [("DISO", ((0, 4),)), ("CHEM", ((5, 9),)), ("ANAT", ((0, 2),)), ("ANAT", ((20, 22),))]
+    # DISO: one of the two equal gold entities found; CHEM: a fragment alone is not the discontinuous entity;
+    # ANAT: one found, one spurious.
+    counts = metrics.span_counts(gold, pred)
+    assert counts == {"ANAT": (1, 2, 1), "CHEM": (0, 1, 1), "DISO": (1, 1, 2)}
+    assert metrics.prf(*metrics.micro_counts(counts)) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert metrics.span_counts([], []) == {}

@@ -15,7 +15,7 @@ from medtrain.data.ner import (
     IGNORE_INDEX, Entity, NerDocument, Sentence, Word, corpus_span_scores, decode, encode, exact_span_scores,
     flat_spans, label_list, read_ner, repair_iob2, synthetic_text, tags_to_entities, words_by_line, write_brat,
 )
-from medtrain.data.sample import LANGUAGES, SPLITS, write_sample_data
+from medtrain.data.sample import SPLITS, write_sample_data
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.errors import UserError
 
@@ -88,7 +88,7 @@ def write_brat_pair(folder: Path, name: str, text: str, ann: str | None) -> None
 
 def test_brat_and_conll_readings_of_the_sample_data_agree(sample: Path) -> None:
     discontinuous = 0
-    for language in LANGUAGES:
+    for language in ("nl", "es"):  # ro is one MoNERo-style column file, with no BRAT twin
         for split in SPLITS:
             brat = read_ner(sample / "ner" / language / split, "brat")
             conll = read_ner(sample / "ner" / language / f"{split}.conll", "conll")
@@ -143,11 +143,11 @@ def test_iob2_repair_in_reader_and_function(tmp_path: Path, caplog: pytest.LogCa
 
 
 def test_label_list_is_shared_across_languages(sample: Path, brat_train: list[NerDocument]) -> None:
-    ro = read_ner(sample / "ner" / "ro" / "dev.conll", "conll")
-    labels = label_list([brat_train, ro])
+    es = read_ner(sample / "ner" / "es" / "dev.conll", "conll")
+    labels = label_list([brat_train, es])
     assert labels[0] == "O" and len(labels) == len(set(labels))
     assert labels[1:] == [f"{p}-{t}" for t in sorted({label[2:] for label in labels[1:]}) for p in "BI"]
-    assert label_list([ro, brat_train]) == labels
+    assert label_list([es, brat_train]) == labels
 
 
 # ----------------------------------------------------------------------------- encoding and decoding

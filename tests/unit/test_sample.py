@@ -1,20 +1,27 @@
-"""The bundled synthetic data set: deterministic, well-formed BRAT/CoNLL, screening that is learnable but not trivial.
+"""The bundled synthetic data set: deterministic, well-formed BRAT/CoNLL, NER in three real corpora's shapes
+(MoNERo columns for ro, PharmaCoNER-style BRAT for es, BRAT with Dutch types for nl), screening that is learnable
+but not trivial.
 
 The CoNLL checks rebuild IOB2 from the .txt and .ann files with code of their own (character painting rather
-than the generator's interval test), under the policy in `medtrain.data.sample.spans`'s docstring.
+than the generator's interval test), under the policy in `medtrain.data.sample.spans`'s docstring. The MoNERo
+file is read back with medtrain's column reader and checked against the shape by code of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
+from collections import Counter
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 import yaml
 
+from medtrain.data.ner import read_ner, read_ner_corpus
+from medtrain.data.ner_format import ColumnFormat
 from medtrain.data.sample import DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, write_sample_data
 from medtrain.data.sample.generator import held_out_terms
 from medtrain.data.sample.vocabulary import COMMON_WORDS, NUMBERS, VOCABULARIES
@@ -22,6 +29,22 @@ from medtrain.errors import UserError
 
 WORD = re.compile(r"\w+|[^\w\s]")
 Fragments = list[tuple[int, int]]
+BRAT_LANGUAGES = ("nl", "es")
+# written type -> rank of its latent type in ENTITY_TYPES (DISEASE, DRUG, PROCEDURE, SYMPTOM, ANATOMY): the
+# CoNLL policy breaks ties by it
+TYPE_RANK = {
+    "nl": {"Aandoening": 0, "Medicatie": 1, "Verrichting": 2, "Symptoom": 3, "Anatomie": 4},
+    "es": {"ENFERMEDAD": 0, "NORMALIZABLES": 1, "NO_NORMALIZABLES": 1, "PROCEDIMIENTO": 2, "SINTOMA": 3,
+           "ANATOMIA": 4},
+}
+MONERO_TYPES = {"ANAT", "CHEM", "DISO", "PROC"}
+MONERO = ColumnFormat(token=0, tag=2, separator="tab", short_lines="skip", discontinuous="join")
+# Recorded from the generator before the NER shapes changed (seed 0, scale 1): the corpora, the screening
+# records and the es/nl document texts are the same bytes, and ro's documents are the same token sequence.
+BEFORE = {"corpora": "84b86589d09c7790a6c5d8bdd6e6b4003a4faf51d51d54dbfcd6d5706f02d51b",
+          "screening": "97e40c39c856491ccd7c56ab94a09d880b18605f6879c17c3740004959cbf367",
+          "ner_text": "08c9dba78980063f80f29f0666b6649d1f3f0df449ff9bc5f4365b7969416d9d",
+          "ro_sentences": "7851ea91b2075575926cf690167874e31b0b5e6b152fd839dc87f6d84c8ac8df"}
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +57,20 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ----------------------------------------------------------------------------- readers written for the tests
 
 
+def language_of(path: Path) -> str:
+    return path.relative_to(path.parents[2]).parts[0]  # ner/<lang>/<split>/<doc>.ann
+
+
 def read_ann(path: Path) -> list[tuple[str, Fragments, str]]:
+    """The T lines (entities); # notes and N references are checked by the PharmaCoNER test."""
     entities = []
     for line in path.read_text(encoding="utf-8").splitlines():
         tid, middle, surface = line.split("\t")
+        if tid[0] in "#N":
+            continue
         label, offsets = middle.split(" ", 1)
         fragments = [(int(s), int(e)) for s, e in (part.split() for part in offsets.split(";"))]
-        assert tid.startswith("T") and label in ENTITY_TYPES, line
+        assert tid.startswith("T") and label in TYPE_RANK[language_of(path)], line
         entities.append((label, fragments, surface))
     return entities
 
@@ -61,9 +91,10 @@ def read_conll(path: Path) -> list[list[list[tuple[str, str]]]]:
     return docs
 
 
-def expected_iob2(text: str, entities: list[tuple[str, Fragments, str]]) -> list[list[tuple[str, str]]]:
+def expected_iob2(text: str, entities: list[tuple[str, Fragments, str]],
+                  rank: dict[str, int]) -> list[list[tuple[str, str]]]:
     """Fragments become entities; longer beats shorter, whole beats fragment, earlier start, then type order."""
-    candidates = [(e - s, len(frags) > 1, s, ENTITY_TYPES.index(label), e, label)
+    candidates = [(e - s, len(frags) > 1, s, rank[label], e, label)
                   for label, frags, _ in entities for s, e in frags]
     owner: list[tuple[str, int] | None] = [None] * len(text)
     for length, _, start, _, end, label in sorted(candidates, key=lambda c: (-c[0], c[1], c[2], c[3])):
@@ -89,6 +120,24 @@ def screening(root: Path, language: str, split: str) -> list[dict]:
 
 def all_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def digest(root: Path, paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def column_sentences(path: Path) -> list[list[list[str]]]:
+    """Sentences of a column file -> lines -> columns."""
+    sentences: list[list[list[str]]] = [[]]
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line:
+            sentences[-1].append(line.split("\t"))
+        elif sentences[-1]:
+            sentences.append([])
+    return [s for s in sentences if s]
 
 
 # ----------------------------------------------------------------------------- tests
@@ -164,7 +213,7 @@ def test_brat_offsets_match_text_and_token_boundaries(sample: Path) -> None:
 
 
 def test_nested_and_discontinuous_spans_occur(sample: Path) -> None:
-    for language in LANGUAGES:
+    for language in BRAT_LANGUAGES:
         nested = discontinuous = total = 0
         for ann in sorted((sample / "ner" / language).glob("*/*.ann")):
             entities = read_ann(ann)
@@ -178,28 +227,29 @@ def test_nested_and_discontinuous_spans_occur(sample: Path) -> None:
 
 
 def test_conll_agrees_with_brat_under_the_policy(sample: Path) -> None:
-    for language in LANGUAGES:
+    for language in BRAT_LANGUAGES:
         for split in SPLITS:
             folder = sample / "ner" / language / split
-            expected = [expected_iob2(txt.read_text(encoding="utf-8"), read_ann(txt.with_suffix(".ann")))
-                        for txt in sorted(folder.glob("*.txt"))]
+            expected = [expected_iob2(txt.read_text(encoding="utf-8"), read_ann(txt.with_suffix(".ann")),
+                                      TYPE_RANK[language]) for txt in sorted(folder.glob("*.txt"))]
             assert len(expected) >= 5
             assert read_conll(folder.with_suffix(".conll")) == expected, (language, split)
 
 
 def test_conll_is_valid_iob2(sample: Path) -> None:
-    tags_seen = set()
-    for conll in sorted((sample / "ner").glob("*/*.conll")):
-        for doc in read_conll(conll):
-            for sentence in doc:
-                previous = "O"
-                for _, tag in sentence:
-                    assert tag == "O" or tag[:2] in ("B-", "I-") and tag[2:] in ENTITY_TYPES, tag
-                    if tag.startswith("I-"):
-                        assert previous[2:] == tag[2:], (conll.name, sentence)
-                    previous = tag
-                    tags_seen.add(tag)
-    assert {f"B-{t}" for t in ENTITY_TYPES} <= tags_seen
+    for language in BRAT_LANGUAGES:
+        tags_seen = set()
+        for conll in sorted((sample / "ner" / language).glob("*.conll")):
+            for doc in read_conll(conll):
+                for sentence in doc:
+                    previous = "O"
+                    for _, tag in sentence:
+                        assert tag == "O" or tag[:2] in ("B-", "I-") and tag[2:] in TYPE_RANK[language], tag
+                        if tag.startswith("I-"):
+                            assert previous[2:] == tag[2:], (conll.name, sentence)
+                        previous = tag
+                        tags_seen.add(tag)
+        assert {f"B-{t}" for t in TYPE_RANK[language]} <= tags_seen, language
 
 
 def test_screening_patients_notes_and_rates(sample: Path) -> None:
@@ -246,7 +296,7 @@ def test_screening_label_learnable_but_not_one_keyword(sample: Path) -> None:
 def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
     """Half of the entity terms are never annotated in NER training or dev, yet occur in the test split and
     in the clinical corpus: the words domain pretraining can teach and fine-tuning cannot."""
-    for language in LANGUAGES:
+    for language in BRAT_LANGUAGES:
         held_out = held_out_terms(VOCABULARIES[language])
         assert held_out
         mentions = {split: {text for ann in (sample / "ner" / language / split).glob("*.ann")
@@ -255,6 +305,120 @@ def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
         assert held_out & mentions["test"]
         corpus = (sample / "corpora" / f"clinical_{language}.jsonl").read_text(encoding="utf-8")
         assert all(term in corpus for term in held_out & mentions["test"])
+
+
+# ----------------------------------------------------------------------------- the real corpora's shapes
+
+
+def test_corpora_screening_and_documents_are_those_of_before(sample: Path) -> None:
+    """Only the NER files' shapes and type names changed: every other file, and every document's words, did not."""
+    assert digest(sample / "corpora", list((sample / "corpora").iterdir())) == BEFORE["corpora"]
+    assert digest(sample / "screening", list((sample / "screening").rglob("*.jsonl"))) == BEFORE["screening"]
+    texts = [p for language in BRAT_LANGUAGES for p in (sample / "ner" / language).glob("*/*.txt")]
+    assert digest(sample, texts) == BEFORE["ner_text"]
+    sentences = [" ".join(line[0] for line in s) for s in column_sentences(sample / "ner" / "ro" / "monero.tsv")]
+    assert hashlib.sha256("\n".join(sentences).encode()).hexdigest() == BEFORE["ro_sentences"]
+
+
+def test_ro_is_one_monero_column_file(sample: Path) -> None:
+    folder = sample / "ner" / "ro"
+    assert [p.name for p in folder.iterdir()] == ["monero.tsv"]  # no split, no BRAT
+    sentences = column_sentences(folder / "monero.tsv")
+    lines = [line for sentence in sentences for line in sentence]
+    widths = Counter(len(line) for line in lines)
+    assert set(widths) == {2, 4} and 0.001 <= widths[2] / len(lines) <= 0.015, widths
+    assert not any(line[0] == "-DOCSTART-" for line in lines)
+    assert all(line[1] == line[0].lower() for line in lines)
+    tags = Counter(line[2] for line in lines if len(line) == 4)
+    assert set(tags) <= {"O"} | {f"{p}-{t}" for p in "BI" for t in MONERO_TYPES}
+    assert {f"B-{t}" for t in MONERO_TYPES} <= set(tags)
+
+    bare = 0  # an I-X after a gap: the later part of a discontinuous entity, MoNERo's way
+    for sentence in sentences:
+        previous, opened = "O", set()
+        for line in sentence:
+            if len(line) == 2:
+                continue
+            tag = line[2]
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                bare += 1
+                assert tag[2:] in opened, sentence  # there is an earlier entity of its type to join
+            if tag.startswith("B-"):
+                opened.add(tag[2:])
+            previous = tag
+    assert bare >= 5
+
+
+def test_ro_reads_back_with_the_monero_settings_only(sample: Path) -> None:
+    path = sample / "ner" / "ro" / "monero.tsv"
+    short = sum(len(line) == 2 for s in column_sentences(path) for line in s)
+    joined = read_ner_corpus(path, "conll", MONERO)
+    split = read_ner_corpus(path, "conll", ColumnFormat(token=0, tag=2, separator="tab", short_lines="skip"))
+    assert joined.skipped_lines == short > 0
+    entities = [e for doc in joined.documents for e in doc.entities]
+    assert {e.type for e in entities} == MONERO_TYPES
+    discontinuous = [e for e in entities if len(e.fragments) > 1]
+    assert discontinuous and {e.type for e in discontinuous} <= {"DISO", "PROC"}  # compounds: "head site1 and site2"
+    assert sum(len(doc.entities) for doc in split.documents) == len(entities) + len(discontinuous)
+    with pytest.raises(UserError):  # the default tag column is the last one: POS
+        read_ner(path, "conll")
+    with pytest.raises(UserError):  # the two-column lines
+        read_ner(path, "conll", ColumnFormat(token=0, tag=2, separator="tab"))
+
+
+def test_ro_held_out_terms_only_in_the_last_documents(sample: Path) -> None:
+    """ro has no split: its documents are those the three splits would hold, in order, so the held-out terms
+    are rare in any split cut from it (they occur in the last fifth of the documents only)."""
+    held_out = {" ".join(WORD.findall(term)) for term in held_out_terms(VOCABULARIES["ro"])}
+    positions = []
+    sentences = column_sentences(sample / "ner" / "ro" / "monero.tsv")
+    for i, sentence in enumerate(sentences):
+        text = " ".join(line[0] for line in sentence)
+        positions += [i for term in held_out if f" {term} " in f" {text} "]
+    assert positions and min(positions) > 0.7 * len(sentences)  # test documents: the last ~20% of sentences
+
+
+def test_es_is_pharmaconer_style_brat(sample: Path) -> None:
+    drug_types: dict[str, set[str]] = {}
+    notes = references = 0
+    for ann in sorted((sample / "ner" / "es").glob("*/*.ann")):
+        entities: dict[str, tuple[str, str]] = {}
+        for line in ann.read_text(encoding="utf-8").splitlines():
+            key, middle, text = line.split("\t")
+            if key.startswith("T"):
+                entities[key] = (middle.split(" ")[0], text)
+                if middle.split(" ")[0] in ("NORMALIZABLES", "NO_NORMALIZABLES"):
+                    drug_types.setdefault(text, set()).add(middle.split(" ")[0])
+            elif key.startswith("#"):
+                kind, target = middle.split(" ")
+                label = entities[target][0]
+                assert kind == "AnnotatorNotes" and label in ("NORMALIZABLES", "NO_NORMALIZABLES"), line
+                assert (text == "<null>") == (label == "NO_NORMALIZABLES") and (text == "<null>" or text.isdigit())
+                notes += 1
+            else:
+                kind, target, code = middle.split(" ")
+                assert key.startswith("N") and kind == "Reference" and re.fullmatch(r"SNOMED:\d+", code), line
+                assert entities[target] == ("NORMALIZABLES", text), line
+                references += 1
+    assert notes == sum(1 for ann in (sample / "ner" / "es").glob("*/*.ann")
+                        for line in ann.read_text(encoding="utf-8").splitlines()
+                        if re.match(r"T\d+\t(NO_)?NORMALIZABLES ", line))  # a note on every drug
+    assert 0 < references < notes
+    assert all(len(types) == 1 for types in drug_types.values()), "a drug's type depends on its term only"
+    kinds = Counter(next(iter(types)) for types in drug_types.values())
+    assert 0 < kinds["NO_NORMALIZABLES"] < kinds["NORMALIZABLES"], kinds
+    read = {e.type for doc in read_ner(sample / "ner" / "es" / "train", "brat") for e in doc.entities}
+    assert read == set(TYPE_RANK["es"])  # medtrain's reader takes the T lines and passes over # and N
+
+
+@pytest.mark.parametrize("language", BRAT_LANGUAGES)
+def test_brat_languages_have_their_own_types(sample: Path, language: str) -> None:
+    for split in SPLITS:
+        read = {e.type for doc in read_ner(sample / "ner" / language / split, "brat") for e in doc.entities}
+        assert read <= set(TYPE_RANK[language]) and len(read) >= 4, (language, split)
+    conf = (sample / "ner" / language / "annotation.conf").read_text(encoding="utf-8")
+    entities = conf.split("[entities]\n")[1].split("[relations]")[0].split()
+    assert sorted(entities) == sorted(TYPE_RANK[language])
 
 
 def test_every_template_slot_has_words_or_numbers() -> None:

@@ -121,6 +121,21 @@ def test_column_file_by_sentence_with_crlf(tmp_path: Path) -> None:
     assert info["docstart_lines_dropped"] == 0
 
 
+def test_source_order_cuts_contiguous_runs_train_first(tmp_path: Path) -> None:
+    units = sentences_file(20)
+    source = tmp_path / "monero.tsv"
+    source.write_bytes(b"\n".join(units))
+    out = tmp_path / "split"
+    assert split(source, out, "--by", "sentence", "--ratios", "0.6,0.2,0.2", "--order", "source") == 0
+    info = manifest(out)
+    assert info["units"] == {"train": list(range(12)), "dev": list(range(12, 16)), "test": list(range(16, 20))}
+    assert info["order"] == "source" and info["seed"] is None
+    assert (out / "test.tsv").read_bytes() == b"\n".join(units[16:])
+    shuffled = tmp_path / "shuffled"
+    assert split(source, shuffled, "--by", "sentence", "--ratios", "0.6,0.2,0.2") == 0
+    assert manifest(shuffled)["units"] != info["units"] and manifest(shuffled)["order"] == "shuffle"
+
+
 def test_sentence_split_drops_docstart_lines_and_counts_them(tmp_path: Path) -> None:
     source = tmp_path / "c.conll"
     source.write_text("-DOCSTART- O\n\na O\n\nb O\n\n# doc 2\n-DOCSTART- O\n\nc O\nd O\n", encoding="utf-8")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medtrain import metrics
-from medtrain.config import load_config
+from medtrain.config import config_to_dict, load_config
 from medtrain.errors import UserError
 from medtrain.cluster.resources import SlurmResources
 from medtrain.study.compare import Cell, RunScores, difference
@@ -107,11 +107,42 @@ def test_variants_continue_from_the_baseline_export(tmp_path: Path, sample_dir: 
 @pytest.mark.parametrize("override, message", [
     ("variants.clinical.corpora={clinical_xx: 1.0}", "not in prepare.corpora"),
     ("seeds=[0]", "at least 2 distinct seeds"),
-    ("tasks.1.metric=auroc", "NER is compared on entity f1"),
+    ("tasks.1.metric=auroc", "NER is compared on exact-offset entity f1"),
+    ('tasks.1.path={ro: "ner/ro/{split}", es: "ner/es/{split}"}', "task ner-ro: path has no entry for nl"),
+    ('tasks.1.path={ro: {path: ner/ro/train}, es: "ner/es/{split}", nl: "ner/nl/{split}"}',
+     "task ner-ro: path.ro must contain {split}"),
+    ('tasks.1.path={ro: {path: "ner/ro/{split}", colums: {tag: 2}}, es: "e/{split}", nl: "n/{split}"}',
+     "path.ro.colums: unknown key; did you mean columns"),
+    ("tasks.0.labels={keep: [CHEM]}", "labels \\(entity label spaces\\) are for NER tasks only"),
 ])
 def test_bad_study_configs_are_user_errors(tmp_path: Path, sample_dir: Path, override: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         Study(study_config(tmp_path, sample_dir, override))
+
+
+RO_COLUMNS = '{path: "ner/ro/{split}.conll", format: conll, columns: {token: 0, tag: 2}, short_lines: skip}'
+
+
+def test_a_task_path_per_language_and_its_labels_reach_every_run(tmp_path: Path, sample_dir: Path) -> None:
+    from medtrain.config import build_config
+    from medtrain.finetune.config import FinetuneConfig
+
+    study = Study(study_config(tmp_path, sample_dir,
+                               f'tasks.1.path={{ro: {RO_COLUMNS}, es: "ner/es/{{split}}", nl: "ner/nl/{{split}}"}}',
+                               "tasks.1.labels={map: {es: {PROTEINAS: CHEM}}, keep: [CHEM, DISO]}"))
+    spec = grid_spec(study, after=[])
+    ner_ro = next(c for c in spec["combos"] if c["task"] == "ner" and "ro" in c["data"]["train"])
+    assert ner_ro["data"]["train"]["ro"] == {"path": str(sample_dir / "ner/ro/train.conll"), "format": "conll",
+                                             "columns": {"token": 0, "tag": 2}, "short_lines": "skip"}
+    assert ner_ro["data"]["test"]["es"] == str(sample_dir / "ner/es/test")
+    assert ner_ro["labels"] == {"map": {"es": {"PROTEINAS": "CHEM"}}, "keep": ["CHEM", "DISO"], "strict": False}
+    ner_es = next(c for c in spec["combos"] if c["task"] == "ner" and "es" in c["data"]["train"])
+    assert ner_es["labels"] == config_to_dict(study.cfg.tasks[2].labels)  # each task its own
+    cfg = build_config(FinetuneConfig, {**ner_ro, "output_dir": str(tmp_path / "r"), "model": str(tmp_path / "m")})
+    ro = cfg.data.source("test", "ro")
+    assert ro.format == "conll" and (ro.columns.tag, ro.columns.short_lines) == (2, "skip")
+    assert study.split(study.cfg.tasks[1], "ro", "dev") == sample_dir / "ner/ro/dev.conll"
+    assert study.reading(study.cfg.tasks[1], "ro", "train").format == "conll"
 
 
 def test_slurm_sections_keep_the_pretrain_keys_and_share_one_resources_type(tmp_path: Path) -> None:

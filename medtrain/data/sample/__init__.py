@@ -6,12 +6,16 @@ copied. Where each part lives:
     vocabulary/*.json, vocabulary.py   the word lists and templates (package data), and their loader
     generator.py                       template filling and documents of each genre (why the data looks so)
     spans.py                           text with entity offsets; the BRAT and CoNLL formats (the CoNLL policy)
+    shapes.py                          the real corpus each language's NER imitates: file shape, type names
     write.py                           the files, each from its own seeded generator (determinism)
 
 Layout written by `write_sample_data(out, seed, scale)`:
     corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line
-    ner/<lang>/<split>/<doc>.txt|.ann   BRAT standoff, one sentence per line, offsets in characters
-    ner/<lang>/<split>.conll            the same documents in IOB2, in sorted document-name order
+    ner/ro/monero.tsv                   MoNERo-style columns (token lemma tag POS), one file, no split
+    ner/<es|nl>/<split>/<doc>.txt|.ann  BRAT standoff, one sentence per line, offsets in characters; es with
+                                        PharmaCoNER-style types, # notes and N lines; nl with Dutch types
+    ner/<es|nl>/<split>.conll           the same documents in IOB2, in sorted document-name order
+    ner/<es|nl>/annotation.conf         the language's types, for the brat annotation tool
     screening/<lang>/<split>.jsonl      {"patient_id", "note_id", "text", "label"}, label per patient
     tokenizer/                          WordPiece built from the corpora (AutoTokenizer.from_pretrained)
     prepare.yaml, README.md             a ready `medtrain prepare` config; what each folder holds

@@ -1,8 +1,10 @@
 """Text with standoff entity spans, and the two files it is written as: BRAT standoff and IOB2 CoNLL.
 
 Phrases carry their entities' character offsets, so sentences and documents compose by concatenation and
-every annotation stays exact. CoNLL policy for nested and discontinuous BRAT entities (the one rule every
-.conll file follows):
+every annotation stays exact. Entities carry the generator's latent types (ENTITY_TYPES); a file writes each
+under its corpus's own name (`TypeName`, see shapes.py), after every ordering and overlap decision is made on
+the latent types, so the same document gives the same spans in every language's shape.
+CoNLL policy for nested and discontinuous BRAT entities (the one rule every .conll file follows):
     1. a discontinuous entity becomes one contiguous entity per fragment, each with the entity's type;
     2. overlaps are resolved greedily: the longer span wins; at equal length a whole entity beats a
        fragment, then the earlier start wins, then the order of ENTITY_TYPES; a losing span is dropped.
@@ -16,11 +18,19 @@ Each document opens with a `-DOCSTART-<TAB>O` line; sentences are separated by b
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 ENTITY_TYPES = ("DISEASE", "DRUG", "PROCEDURE", "SYMPTOM", "ANATOMY")
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+
+TypeName = Callable[[str, str], str]
+"""(latent type, the entity's text) -> the type a file writes; the text lets a type depend on the term."""
+
+
+def latent_type(label: str, text: str) -> str:
+    """Write the generator's own type."""
+    return label
 
 
 @dataclass(frozen=True)
@@ -56,15 +66,26 @@ def join(parts: Sequence[Phrase], sep: str = "") -> Phrase:
     return Phrase("".join(texts), tuple(entities))
 
 
-def brat(doc: Phrase) -> str:
-    """The .ann file: `T<n>\\tTYPE start end[;start end]\\ttext`, fragments' texts joined by a space."""
-    order = sorted(doc.entities, key=lambda e: (e.fragments[0][0], -e.fragments[-1][1], ENTITY_TYPES.index(e.label)))
-    lines = []
-    for i, entity in enumerate(order, 1):
-        offsets = ";".join(f"{s} {e}" for s, e in entity.fragments)
-        surface = " ".join(doc.text[s:e] for s, e in entity.fragments)
-        lines.append(f"T{i}\t{entity.label} {offsets}\t{surface}\n")
-    return "".join(lines)
+def surface(doc: Phrase, entity: Entity) -> str:
+    """An entity's text as BRAT writes it: its fragments' texts joined by a space."""
+    return " ".join(doc.text[s:e] for s, e in entity.fragments)
+
+
+def brat_order(doc: Phrase) -> list[Entity]:
+    """Entities in .ann order (T1, T2, ...): by start, the longer first, then by ENTITY_TYPES."""
+    return sorted(doc.entities, key=lambda e: (e.fragments[0][0], -e.fragments[-1][1], ENTITY_TYPES.index(e.label)))
+
+
+def brat_line(doc: Phrase, number: int, entity: Entity, type_name: TypeName) -> str:
+    """`T<n>\\tTYPE start end[;start end]\\ttext`."""
+    offsets = ";".join(f"{s} {e}" for s, e in entity.fragments)
+    text = surface(doc, entity)
+    return f"T{number}\t{type_name(entity.label, text)} {offsets}\t{text}\n"
+
+
+def brat(doc: Phrase, type_name: TypeName = latent_type) -> str:
+    """The .ann file: one T line per entity."""
+    return "".join(brat_line(doc, i, entity, type_name) for i, entity in enumerate(brat_order(doc), 1))
 
 
 def _conll_spans(entities: Sequence[Entity]) -> list[tuple[int, int, str]]:
@@ -78,14 +99,20 @@ def _conll_spans(entities: Sequence[Entity]) -> list[tuple[int, int, str]]:
     return sorted(kept)
 
 
-def conll(doc: Phrase) -> str:
+def sentence_tokens(text: str) -> Iterator[list[re.Match[str]]]:
+    """The tokens of each non-empty line (one sentence per line), as matches carrying their offsets."""
+    for line in re.finditer(r"[^\n]+", text):
+        yield list(TOKEN_PATTERN.finditer(text, line.start(), line.end()))
+
+
+def conll(doc: Phrase, type_name: TypeName = latent_type) -> str:
     """One document in IOB2: `-DOCSTART-`, then token<TAB>tag lines, a blank line after each sentence."""
     owner: dict[int, tuple[int, str]] = {}
     for start, end, label in _conll_spans(doc.entities):
-        owner.update((i, (start, label)) for i in range(start, end))
+        owner.update((i, (start, type_name(label, doc.text[start:end]))) for i in range(start, end))
     out = ["-DOCSTART-\tO\n\n"]
-    for line in re.finditer(r"[^\n]+", doc.text):
-        for token in TOKEN_PATTERN.finditer(doc.text, line.start(), line.end()):
+    for tokens in sentence_tokens(doc.text):
+        for token in tokens:
             start, label = owner.get(token.start(), (None, None))
             tag = "O" if label is None else f"{'B' if start == token.start() else 'I'}-{label}"
             out.append(f"{token.group()}\t{tag}\n")

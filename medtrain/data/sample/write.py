@@ -20,7 +20,8 @@ import yaml
 from tqdm import tqdm
 
 from medtrain.data.sample.generator import DOCUMENT_MAKERS, DOMAINS, held_out_terms, ner_doc, screening_note
-from medtrain.data.sample.spans import ENTITY_TYPES, brat, conll
+from medtrain.data.sample.shapes import COLUMN_FILES, MoneroCount, brat_ann, monero, type_namer, written_types
+from medtrain.data.sample.spans import conll
 from medtrain.data.sample.vocabulary import LANGUAGES, VOCABULARIES
 from medtrain.data.tokenizer import train_wordpiece
 from medtrain.errors import UserError
@@ -47,9 +48,10 @@ class CorpusCount(NamedTuple):
 
 class NerCount(NamedTuple):
     language: str
-    split: str
+    split: str                  # or the column file's name, for a language written unsplit
     documents: int
     entities: int
+    detail: str = ""            # what else the summary line says
 
 
 class ScreeningCount(NamedTuple):
@@ -93,16 +95,35 @@ def _write_ner_split(folder: Path, language: str, split: str, rng: random.Random
     for stale in sorted([*folder.glob("*.txt"), *folder.glob("*.ann")]):
         stale.unlink()
     blocks, entities = [], 0
-    lang = VOCABULARIES[language]
+    lang, type_name = VOCABULARIES[language], type_namer(language)
     exclude = frozenset() if split == "test" else held_out_terms(lang)
     for i in range(n_docs):
         doc, name = ner_doc(lang, rng, exclude), f"{language}_{split}_{i:04d}"
         write_text_atomic(folder / f"{name}.txt", doc.text)
-        write_text_atomic(folder / f"{name}.ann", brat(doc))
-        blocks.append(conll(doc))
+        write_text_atomic(folder / f"{name}.ann", brat_ann(language, doc))
+        blocks.append(conll(doc, type_name))
         entities += len(doc.entities)
     write_text_atomic(folder.with_suffix(".conll"), "".join(blocks))
     return NerCount(language, split, n_docs, entities)
+
+
+def _write_column_file(path: Path, language: str, seed: int, sizes: dict[str, int]) -> NerCount:
+    """One unsplit MoNERo-style file holding a train, dev and test split's documents, in that order and from the
+    seeds a BRAT language's splits use: the first three fifths never use the held-out terms and the last fifth
+    does, so those terms are rare in any split `medtrain split` cuts from it."""
+    lang, short_rng = VOCABULARIES[language], _rng(seed, "ner", language, path.name, "short lines")
+    blocks, counts = [], []
+    for split in SPLITS:
+        rng, exclude = _rng(seed, "ner", language, split), frozenset() if split == "test" else held_out_terms(lang)
+        for _ in range(sizes[split]):
+            block, count = monero(ner_doc(lang, rng, exclude), short_rng)
+            blocks.append(block)
+            counts.append(count)
+    write_text_atomic(path, "".join(blocks))
+    total = MoneroCount(*(sum(column) for column in zip(*counts)))
+    return NerCount(language, path.name, len(counts), total.entities,
+                    f"{total.sentences} sentences, {total.discontinuous} discontinuous, "
+                    f"{total.short_lines} two-column lines")
 
 
 def _write_screening_split(path: Path, language: str, split: str, rng: random.Random, n_patients: int,
@@ -157,8 +178,11 @@ def _write_prepare_config(out: Path) -> None:
     write_text_atomic(out / "prepare.yaml", "\n".join(lines) + "\n")
 
 
-# lets the brat annotation tool open ner/ as a collection
-_ANNOTATION_CONF = "[entities]\n" + "".join(f"{t}\n" for t in ENTITY_TYPES) + "[relations]\n[events]\n[attributes]\n"
+def _annotation_conf(language: str) -> str:
+    """Lets the brat annotation tool open ner/<lang>/ as a collection with that corpus's types."""
+    entities = "".join(f"{t}\n" for t in written_types(language))
+    return f"[entities]\n{entities}[relations]\n[events]\n[attributes]\n"
+
 
 _README = """\
 # Synthetic clinical-style sample data (nl, ro, es)
@@ -169,10 +193,24 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
 - `corpora/<domain>_<lang>.jsonl`: pretraining text, one `{"text", "language", "domain"}` object per line;
   domains `clinical` (discharge letters, progress notes), `biomedical` (abstracts), `general` (news, weather,
   sports, cooking).
-- `ner/<lang>/<split>/*.txt|*.ann`: NER in BRAT standoff (DISEASE, DRUG, PROCEDURE, SYMPTOM, ANATOMY), with
-  nested and a few discontinuous entities; `ner/<lang>/<split>.conll` holds the same documents in IOB2, with
-  discontinuous entities split into fragments and overlaps resolved to the longest span
-  (`ner/annotation.conf` lets the brat tool open the folder).
+- NER: one generator for the three languages, written in the shapes of three real corpora, each with its own
+  entity types, so a cross-lingual study must map them to one shared space (study-demo's `labels:`):
+  - `ner/ro/monero.tsv` imitates MoNERo (Romanian biomedical NER): one file, no train/dev/test split
+    (`medtrain split` makes one), tab-separated `token lemma tag POS`, blank lines between sentences, no
+    `-DOCSTART-`; BIO tags of ANAT, CHEM, DISO, PROC. Flat: nested entities are lost (the longer entity wins); a
+    discontinuous entity's later part starts with a bare `I-` after the gap (read it with `discontinuous: join`).
+    About 0.5% of the lines outside entities have two columns only (`token lemma`), like the real file's few
+    corrupt lines (read with `short_lines: skip`). The lemma is the token lowercased and POS a placeholder
+    (PUNCT, NUM, X). Half of the entity terms occur only in the last fifth of its documents.
+  - `ner/es/<split>/*.txt|*.ann` imitates PharmaCoNER's BRAT: drugs are NORMALIZABLES, or NO_NORMALIZABLES for a
+    fixed fifth of the drug terms, each with a `#` AnnotatorNotes line (a made-up SNOMED-like code, `<null>` for
+    NO_NORMALIZABLES) and some with an `N` Reference line. Real PharmaCoNER has chemical and protein types only:
+    ENFERMEDAD, SINTOMA, PROCEDIMIENTO and ANATOMIA stand in for CANTEMIST/DisTEMIST-style releases.
+  - `ner/nl/<split>/*.txt|*.ann`: BRAT with Dutch types: Aandoening, Symptoom, Medicatie, Verrichting, Anatomie.
+  The BRAT files have nested and a few discontinuous entities; `ner/<lang>/<split>.conll` (es, nl) holds the
+  same documents in IOB2 with `-DOCSTART-`, discontinuous entities split into fragments and overlaps resolved to
+  the longest span. `ner/<lang>/annotation.conf` lets the brat tool open a language's folder. Half of the entity
+  terms never occur in the es and nl train and dev splits, only in test (and in the corpora).
 - `screening/<lang>/<split>.jsonl`: `{"patient_id", "note_id", "text", "label"}`, 2-5 notes per patient, the
   patient's label (heart failure, about 15% positive) repeated on each note; many notes exceed 512 wordpieces.
 - `tokenizer/`: a WordPiece tokenizer built from the corpora's words (`AutoTokenizer.from_pretrained`).
@@ -188,8 +226,9 @@ def _summary(out: Path, seed: int, scale: float, corpora: Sequence[CorpusCount],
     lines += [f"  {c.name:<16} {c.documents:>6} docs {c.words:>10,} words" for c in corpora]
     lines.append(f"  {'total':<16} {sum(c.documents for c in corpora):>6} docs "
                  f"{sum(c.words for c in corpora):>10,} words")
-    lines.append("ner (BRAT + IOB2 CoNLL; documents, entities):")
-    lines += [f"  {n.language} {n.split:<5} {n.documents:>5} docs {n.entities:>7} entities" for n in ner]
+    lines.append("ner (documents, entities):")
+    lines += [f"  {n.language} {n.split:<5} {n.documents:>5} docs {n.entities:>7} entities"
+              + (f" ({n.detail})" if n.detail else "") for n in ner]
     lines.append(f"screening (patients, notes, positive patients, notes > {LONG_NOTE_WORDS} words):")
     lines += [f"  {s.language} {s.split:<5} {s.patients:>5} patients {s.notes:>6} notes "
               f"{s.positives / s.patients:>6.1%} positive {s.long_notes / s.notes:>6.1%} long" for s in screening]
@@ -209,20 +248,30 @@ def _write_corpora(out: Path, seed: int, scale: float, bar: tqdm) -> list[Corpus
     return counts
 
 
+def _write_ner(out: Path, language: str, seed: int, sizes: dict[str, int]) -> list[NerCount]:
+    """A BRAT language's three splits, or a column language's one file (shapes.COLUMN_FILES)."""
+    folder = out / "ner" / language
+    if language in COLUMN_FILES:
+        return [_write_column_file(folder / COLUMN_FILES[language], language, seed, sizes)]
+    counts = [_write_ner_split(folder / split, language, split, _rng(seed, "ner", language, split), sizes[split])
+              for split in SPLITS]
+    write_text_atomic(folder / "annotation.conf", _annotation_conf(language))
+    return counts
+
+
 def _write_tasks(out: Path, seed: int, scale: float, bar: tqdm) -> tuple[list[NerCount], list[ScreeningCount]]:
     """NER and screening splits; patient ids run on across splits, so no patient is in two splits."""
     ner, screening = [], []
     for language in LANGUAGES:
-        ner_sizes, patient_sizes = _split_sizes(_scaled(NER_DOCS, scale)), _split_sizes(_scaled(PATIENTS, scale))
-        first_id = 0
+        patient_sizes, first_id = _split_sizes(_scaled(PATIENTS, scale)), 0
+        ner += _write_ner(out, language, seed, _split_sizes(_scaled(NER_DOCS, scale)))
+        bar.update()
         for split in SPLITS:
-            ner.append(_write_ner_split(out / "ner" / language / split, language, split,
-                                        _rng(seed, "ner", language, split), ner_sizes[split]))
             screening.append(_write_screening_split(out / "screening" / language / f"{split}.jsonl", language, split,
                                                     _rng(seed, "screening", language, split), patient_sizes[split],
                                                     first_id))
             first_id += patient_sizes[split]
-            bar.update(2)
+            bar.update()
     return ner, screening
 
 
@@ -231,13 +280,12 @@ def write_sample_data(out: Path, seed: int = 0, scale: float = 1.0) -> str:
     if not scale > 0:
         raise UserError(f"--scale must be a positive number, got {scale}")
     out = Path(out)
-    steps = len(DOMAINS) * len(LANGUAGES) + 2 * len(LANGUAGES) * len(SPLITS) + 1
+    steps = len(DOMAINS) * len(LANGUAGES) + len(LANGUAGES) * (1 + len(SPLITS)) + 1
     with tqdm(total=steps, desc="sample-data", unit="file", disable=scale < _PROGRESS_FROM_SCALE) as bar:
         corpora = _write_corpora(out, seed, scale, bar)
         ner, screening = _write_tasks(out, seed, scale, bar)
         vocab_size = _write_tokenizer(out)
         bar.update()
-    write_text_atomic(out / "ner" / "annotation.conf", _ANNOTATION_CONF)
     _write_prepare_config(out)
     write_text_atomic(out / "README.md", _README)
     return _summary(out, seed, scale, corpora, ner, screening, vocab_size)
