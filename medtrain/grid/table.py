@@ -201,10 +201,10 @@ def run_labels(runs: Sequence[RunResult]) -> list[str]:
     models = short_names([r.model for r in runs])
     columns = differing_columns(runs) if len(runs) > 1 else []
     parts = [[models[r.model], r.task, f"{r.train}→{'+'.join(r.scores)}", f"seed={r.seed}",
-              *(f"{c}={cell(r.params[c])}" for c in columns if c in r.params)] for r in runs]
+              *(f"{c}={cell(r.params[c])}" if c in r.params else "" for c in columns)] for r in runs]
     shown = [i for i in range(4) if len(runs) == 1 or len({p[i] for p in parts}) > 1] + \
         list(range(4, 4 + len(columns)))
-    return [" ".join(p[i] for i in shown) for p in parts]
+    return [" ".join(p[i] for i in shown if p[i]) for p in parts]  # a key a run lacks is left out of its name
 
 
 def cell(value: Any) -> str:

@@ -33,7 +33,7 @@ def link_name(label: str, signature: str) -> str:
     MAX_NAME is cut and ends in the run's signature, so it stays unique."""
     name = label.replace("→", "-to-").replace("seed=", "seed").replace("/", "-").replace(" ", "_")
     name = re.sub(r"[^\w.+=,-]", "-", name)
-    return name if len(name) <= MAX_NAME else f"{name[:MAX_NAME - len(signature) - 3]}..._{signature}"
+    return name if len(name) <= MAX_NAME else f"{name[:MAX_NAME - len(signature) - 4]}..._{signature}"
 
 
 def link_runs(grid: Grid) -> dict[str, Path]:

@@ -16,6 +16,7 @@ import yaml
 from medtrain.cli import run as cli
 from medtrain.grid.results import to_csv, to_markdown
 from medtrain.grid.table import build_table, differing_columns, find_run_dirs, load_run, run_labels, short_names
+from medtrain.grid.tensorboard import MAX_NAME, link_name
 
 
 def fake_run(folder: Path, *, model: str = "/m/mbert", seed: int = 0, lr: float = 3e-5, train: str = "es",
@@ -176,6 +177,22 @@ def test_run_labels_name_runs_by_what_differs(tmp_path: Path) -> None:
     assert run_labels(runs) == ["seed=0 train.lr=1e-05", "seed=0 train.lr=2e-05", "seed=1 train.lr=1e-05",
                                 "seed=1 train.lr=2e-05"]
     assert run_labels(runs[:1]) == ["mbert ner es→es+ro seed=0"]  # a lone run: named in full
+
+
+def test_a_key_only_some_runs_have_is_left_out_of_the_others_names(tmp_path: Path) -> None:
+    """A screening run has no NER labels: its name does not carry `labels.keep=` with nothing after it, and a
+    name too long for a file system keeps its run apart by the signature."""
+    ner = fake_run(tmp_path / "ner", task="ner")
+    config = yaml.safe_load((ner / "config.yaml").read_text(encoding="utf-8"))
+    config["labels"] = {"keep": ["CHEM"] * 40}
+    (ner / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    screening = fake_run(tmp_path / "screening", task="screening")
+    labels = run_labels([load_run(ner), load_run(screening)])
+    assert labels[0].startswith("ner ") and "labels.keep=" in labels[0]
+    assert labels[1].startswith("screening") and "labels" not in labels[1]
+    long_name = link_name(labels[0], "9f71d98d76")
+    assert len(long_name) == MAX_NAME and long_name.endswith("..._9f71d98d76")
+    assert link_name("mbert ner es→es+ro seed=0", "9f71d98d76") == "mbert_ner_es-to-es+ro_seed0"
 
 
 def test_grid_modules_import_one_way() -> None:
