@@ -3,8 +3,8 @@
     medtrain finetune CONFIG [k=v ...]
 
 Fine-tunes a local Hugging Face BERT folder (e.g. a `medtrain pretrain` export) with a newly initialised head,
-in this process with plain PyTorch (AdamW, linear warmup and decay): NER (BRAT or CoNLL, token
-classification) or patient screening (JSONL or CSV notes, sequence classification over windows). It trains on
+in this process with plain PyTorch (AdamW, linear warmup and decay): NER (BRAT or column files, each language
+read its own way, entity types mapped to one space by `labels`; token classification) or patient screening (JSONL or CSV notes, sequence classification over windows). It trains on
 the mix of training languages, evaluates on dev after every epoch, keeps the epoch with the best dev F1, and
 evaluates every test language separately. The run folder:
 
@@ -20,12 +20,17 @@ evaluates every test language separately. The run folder:
 
 results.json holds the run's identity (task, model, format, seed, train/dev/eval languages, hparams, labels,
 sizes, epochs, best_epoch, train_time_s, device, bootstrap settings), `dev` (the best epoch's pooled dev metrics,
-f1_<lang> per language when there are several; screening adds the chosen threshold) and `test`, per language:
+f1_<lang> per language when there are several; screening adds the chosen threshold), for NER `label_space`
+(types per language after the map, scored and unscored ones, counts dropped by keep) and `reading` (format,
+skipped short lines, bare I- tags, the discontinuous policy per split and language), and `test`, per language:
 
     f1, precision, recall (+ auroc, auprc for screening): {value, lo, hi}, a percentile bootstrap interval over
-        documents (NER) or patients (screening); null with a reason where undefined (e.g. one class)
-    NER: micro, macro, per_type (seqeval strict IOB2), exact_span (character offsets against every gold BRAT
-        entity; null for CoNLL), unseen_labels (gold labels never seen in training)
+        documents (NER; sentences when the set is one document) or patients (screening); null with a reason
+        where undefined (e.g. one class)
+    NER: f1 is strict exact-offset entity F1 (micro; character offsets of the document's text, or of a column
+        file's synthetic text; type must match; nested and discontinuous gold kept), with micro, macro,
+        per_type and recall_ceiling (what a flat tagger can reach); word_f1, word_precision, word_recall are
+        seqeval strict IOB2 at word level; scored_types / unscored_types (types shared with training or not)
     screening: threshold (chosen on dev), confusion_matrix {tn, fp, fn, tp}, reasons
 
 A killed run resumes after its last finished epoch and gives the same results as an uninterrupted one: the

@@ -14,7 +14,6 @@ level. The best epoch is chosen on the headline F1 of the dev languages pooled.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,13 +26,11 @@ import torch.nn.functional as F
 from medtrain import metrics
 from medtrain.config import config_to_dict
 from medtrain.data import ner
-from medtrain.data.ner_format import label_overlap
-from medtrain.errors import UserError
 from medtrain.finetune.cache import FeatureCache
 from medtrain.finetune.config import SPLITS, EvalConfig, FinetuneConfig, Source
+from medtrain.finetune.labels import scored_types, trained_types
 from medtrain.finetune.task import PRF, Example, Predict, Task, with_languages
 
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -94,29 +91,10 @@ class NerTask(Task):
                 corpus = ner.read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
                 self.parts[split][lang] = NerPart(source, corpus, [s for d in corpus.documents for s in d.sentences])
         self.labels = ner.label_list([p.docs for p in self.parts["train"].values()])
-        self.train_types = {label[2:] for label in self.labels if label != "O"}
+        self.train_types = trained_types(p.corpus for p in self.parts["train"].values())
         for split in ("dev", "test"):
             for lang, part in self.parts[split].items():
-                part.scored = self._check_overlap(split, lang, part)
-
-    def _check_overlap(self, split: str, lang: str, part: NerPart) -> set[str]:
-        """The part's scored types; none shared with training is an error, some a warning (names only).
-
-        The trained types are those in the training tags: a type found only nested inside another in training is
-        never a tag there, so the model cannot predict it."""
-        types = part.corpus.types()
-        if not types:  # no gold entities at all: every trained type's predictions are spurious, so count them
-            return set(self.train_types)
-        unscored = label_overlap(self.train_types, {lang: types})[lang]
-        if types and len(unscored) == len(types):
-            raise UserError(f"data.{split}.{lang}: its entity types ({', '.join(sorted(types))}) share none with "
-                            f"the training languages' ({', '.join(sorted(self.train_types)) or 'none'}); map both "
-                            "to one label space with labels.map (and labels.keep)", part.source.path)
-        if unscored:
-            log.warning("data.%s.%s: entity types %s are not among the trained types and are not scored; "
-                        "scored: %s", split,
-                        lang, ", ".join(unscored), ", ".join(sorted(types & self.train_types)))
-        return types & self.train_types
+                part.scored = scored_types(self.train_types, part.corpus, f"data.{split}.{lang}", part.source)
 
     def model_class(self) -> Any:
         from transformers import AutoModelForTokenClassification

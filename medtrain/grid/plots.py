@@ -17,15 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from medtrain.grid.table import Row, Table  # noqa: E402
+from medtrain.grid.table import Row, Table, cell  # noqa: E402
 from medtrain.io import atomic_open  # noqa: E402
 
 
 def setting_labels(rows: list[Row], columns: list[str]) -> dict[int, str]:
     """Each row's setting (model and parameters) by id(row), naming only the parameters that vary within
     these rows: a whole grid's differing columns (other tasks' keys included) make labels too long to fit."""
-    varying = [i for i, _ in enumerate(columns) if len({r.settings[i] for r in rows}) > 1]
-    return {id(r): ", ".join([r.model, *(f"{columns[i]}={r.settings[i]}" for i in varying)]) for r in rows}
+    varying = [i for i, _ in enumerate(columns) if len({cell(r.settings[i]) for r in rows}) > 1]  # lists too
+    return {id(r): ", ".join([r.model, *(f"{columns[i]}={cell(r.settings[i])}" for i in varying)]) for r in rows}
 
 
 def write_plots(table: Table, folder: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from medtrain.cluster.jobs import LIVE, find_job, query_squeue, slurm_state, tra
 from medtrain.config import build_config
 from medtrain.errors import UserError
 from medtrain.finetune import FinetuneConfig
-from medtrain.finetune.config import check_inputs as check_run_inputs
+from medtrain.finetune.config import Source, check_inputs as check_run_inputs
 from medtrain.grid.records import load_jobs, new_record, save_jobs, submit_lock
 from medtrain.grid.spec import Grid, Run
 from medtrain.grid.status import COMPLETED, LOG_FOLDER, RunStatus, grid_status
@@ -66,13 +66,28 @@ def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
 
 
 def check_inputs(grid: Grid, runs: list[Run]) -> None:
-    """Each run's own input check (model folder, every data path), here, so that a missing path is one error
-    before anything is launched rather than one failed job per run. An array that waits on other jobs
-    (slurm.extra.dependency: a study's pretraining) gets its models from them, so only its data is checked."""
+    """Each run's own input checks (model folder, every data path; NER: every dev/test language shares a type
+    with training), here, so that bad input is one error before anything is launched rather than one failed
+    job per run. An array that waits on other jobs (slurm.extra.dependency: a study's pretraining) gets its
+    models from them, so only its data is checked. Each NER source is read once for all runs."""
+    from medtrain.data.ner import NerCorpus, read_ner_corpus
+    from medtrain.finetune.labels import check_label_space
+
     model_pending = grid.spec.executor == "slurm" and "dependency" in grid.spec.slurm.extra
+    corpora: dict[tuple[str, str, str], NerCorpus] = {}
+
+    def read_once(cfg: FinetuneConfig, source: Source, lang: str) -> NerCorpus:
+        key = (repr(source), lang, repr(cfg.labels))
+        if key not in corpora:
+            corpora[key] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
+        return corpora[key]
+
     for run in runs:
         try:
-            check_run_inputs(build_config(FinetuneConfig, run.config), model_pending)
+            cfg = build_config(FinetuneConfig, run.config)
+            check_run_inputs(cfg, model_pending)
+            if cfg.task == "ner":
+                check_label_space(cfg, lambda source, lang, cfg=cfg: read_once(cfg, source, lang))
         except UserError as exc:
             raise UserError(f"{exc.message}; nothing was launched", exc.path, exc.line) from None
 

@@ -24,7 +24,7 @@ from medtrain.cluster.jobs import SlurmJob, find_job, parse_squeue
 from medtrain.config import config_to_dict
 from medtrain.grid.status import (COMPLETED, FAILED, NOT_SUBMITTED, PENDING, REQUEUED, RUNNING, RunStatus,
                                   format_status, grid_status, run_status)
-from medtrain.grid.submit import runs_to_launch, submit_grid
+from medtrain.grid.submit import check_inputs, runs_to_launch, submit_grid
 
 BASE = {
     "task": "ner", "model": "models/mbert",
@@ -340,10 +340,35 @@ def test_missing_model_or_data_is_one_error_before_launching(tmp_path: Path) -> 
     assert raised.value.path.endswith("data/ner/es/train")
 
 
+def test_a_test_language_sharing_no_entity_type_with_training_stops_the_submission(tmp_path: Path) -> None:
+    """Checked for every run before anything is launched, not when the array task starts."""
+    for folder, entity_type in (("ner/es/train", "ENFERMEDAD"), ("ner/es/dev", "ENFERMEDAD"),
+                                ("ner/es/test", "ENFERMEDAD"), ("ner/ro/test", "DISO")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "d.txt").write_text("Tos seca.\n", encoding="utf-8")
+        (tmp_path / folder / "d.ann").write_text(f"T1\t{entity_type} 0 3\tTos\n", encoding="utf-8")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    data = {"format": "brat", "train": f"{tmp_path}/ner/es/train", "dev": f"{tmp_path}/ner/es/dev",
+            "test": {"es": f"{tmp_path}/ner/es/test", "ro": f"{tmp_path}/ner/ro/test"}}
+    base = {**BASE, "model": str(tmp_path / "model"), "data": data}
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, executor="local", base=base)))
+    with pytest.raises(UserError, match=r"data.test.ro: its entity types \(DISO\) share none with the training "
+                                        r"languages' \(ENFERMEDAD\).*; nothing was launched"):
+        submit_grid(grid)
+    assert not (grid.grid_dir / "jobs.json").exists()
+    mapped = load_grid(write_grid(tmp_path, grid_body(tmp_path, executor="local", base=base)),
+                       ["base.labels={map: {es: {ENFERMEDAD: DISO}}}"])
+    check_inputs(mapped, mapped.runs)  # the same types, mapped to one space: accepted
+
+
 def test_a_failed_local_run_makes_grid_submit_exit_nonzero(tmp_path: Path) -> None:
     for folder in ("model", "ner/es/train", "ner/es/dev", "ner/es/test", "ner/ro/test"):
         (tmp_path / folder).mkdir(parents=True)
-    (tmp_path / "model" / "config.json").write_text("{}")  # passes the input check, fails to load
+        if folder.startswith("ner"):  # one document with one entity: the label-space check passes
+            (tmp_path / folder / "d.txt").write_text("Tos seca.\n", encoding="utf-8")
+            (tmp_path / folder / "d.ann").write_text("T1\tSYMPTOM 0 3\tTos\n", encoding="utf-8")
+    (tmp_path / "model" / "config.json").write_text("{}")  # passes the input checks, fails to load
     data = {"format": "brat", "train": f"{tmp_path}/ner/es/train", "dev": f"{tmp_path}/ner/es/dev",
             "test": {"es": f"{tmp_path}/ner/es/test", "ro": f"{tmp_path}/ner/ro/test"}}
     path = write_grid(tmp_path, grid_body(tmp_path, executor="local", base={**BASE, "model": str(tmp_path / "model"),
