@@ -77,8 +77,10 @@ def test_report_has_table_winners_differences_matrix_and_analysis(demo: Demo) ->
     for task in ("ner-ro", "ner-es"):
         assert f"### {task} (exact-offset entity F1 per type)" in report
     assert all(t in report.split("## Label spaces")[1] for t in ("NORMALIZABLES", "Medicatie", "DISO"))
-    row = next(line for line in report.splitlines() if line.startswith("| screening-nl | auroc | nl → nl |"))
-    assert re.fullmatch(r"\| screening-nl \| auroc \| nl → nl( \| (\*\*)?\d\.\d{3} ± \d\.\d{3}(\*\*)?){2} \|", row), row
+    row = next(line for line in report.splitlines() if line.startswith("| screening-nl | patient AUROC | nl → nl |"))
+    assert re.fullmatch(r"\| screening-nl \| patient AUROC \| nl → nl( \| (\*\*)?\d\.\d{3} ± \d\.\d{3}(\*\*)?){2} \|",
+                        row), row
+    assert "| ner-ro | exact-offset entity F1 | ro → ro |" in report  # every table names its metric
     assert "**" in row  # the best model is marked
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / image).is_file(), image
