@@ -69,18 +69,26 @@ def check_inputs(grid: Grid, runs: list[Run]) -> None:
     """Each run's own input checks (model folder, every data path; NER: every dev/test language shares a type
     with training), here, so that bad input is one error before anything is launched rather than one failed
     job per run. An array that waits on other jobs (slurm.extra.dependency: a study's pretraining) gets its
-    models from them, so only its data is checked. Each NER source is read once for all runs."""
+    models from them, so only its data is checked. Each NER source is read once for all runs; a source that
+    does not read (a malformed file) is left to its runs, which fail with the reader's error in their logs,
+    so one bad file fails its runs rather than the whole grid."""
     from medtrain.data.ner import NerCorpus, read_ner_corpus
     from medtrain.finetune.labels import check_label_space
 
     model_pending = grid.spec.executor == "slurm" and "dependency" in grid.spec.slurm.extra
-    corpora: dict[tuple[str, str, str], NerCorpus] = {}
+    corpora: dict[tuple[str, str, str], NerCorpus | UserError] = {}
 
     def read_once(cfg: FinetuneConfig, source: Source, lang: str) -> NerCorpus:
         key = (repr(source), lang, repr(cfg.labels))
         if key not in corpora:
-            corpora[key] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
-        return corpora[key]
+            try:
+                corpora[key] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
+            except UserError as exc:
+                corpora[key] = exc
+        corpus = corpora[key]
+        if isinstance(corpus, UserError):
+            raise _Unreadable from corpus
+        return corpus
 
     for run in runs:
         try:
@@ -88,8 +96,14 @@ def check_inputs(grid: Grid, runs: list[Run]) -> None:
             check_run_inputs(cfg, model_pending)
             if cfg.task == "ner":
                 check_label_space(cfg, lambda source, lang, cfg=cfg: read_once(cfg, source, lang))
+        except _Unreadable:
+            continue
         except UserError as exc:
             raise UserError(f"{exc.message}; nothing was launched", exc.path, exc.line) from None
+
+
+class _Unreadable(Exception):
+    """A run's data does not read: its own run reports why."""
 
 
 def _submit_array(grid: Grid, runs: list[Run], say: Print) -> None:
