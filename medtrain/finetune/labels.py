@@ -18,10 +18,9 @@ ReadCorpus = Callable[[Source, str], ner.NerCorpus]
 
 
 def trained_types(corpora: Iterable[ner.NerCorpus]) -> set[str]:
-    """The types in the training tags: a type found only nested inside another is never a tag, so the model
-    cannot predict it."""
-    return {tag[2:] for corpus in corpora for doc in corpus.documents for sentence in doc.sentences
-            for tag in sentence.tags if tag != "O"}
+    """The types of the run's label ids (ner.label_list of the training tags): a type found only nested inside
+    another is never a tag, so the model cannot predict it."""
+    return {label[2:] for label in ner.label_list([c.documents for c in corpora]) if label != "O"}
 
 
 def scored_types(train_types: set[str], corpus: ner.NerCorpus, where: str, source: Source,

@@ -28,9 +28,8 @@ from medtrain.config import config_to_dict
 from medtrain.data import ner
 from medtrain.finetune.cache import FeatureCache
 from medtrain.finetune.config import SPLITS, EvalConfig, FinetuneConfig, Source
-from medtrain.finetune.labels import scored_types, trained_types
+from medtrain.finetune.labels import scored_types
 from medtrain.finetune.task import PRF, Example, Predict, Task, with_languages
-
 
 
 @dataclasses.dataclass
@@ -91,7 +90,7 @@ class NerTask(Task):
                 corpus = ner.read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
                 self.parts[split][lang] = NerPart(source, corpus, [s for d in corpus.documents for s in d.sentences])
         self.labels = ner.label_list([p.docs for p in self.parts["train"].values()])
-        self.train_types = trained_types(p.corpus for p in self.parts["train"].values())
+        self.train_types = {label[2:] for label in self.labels if label != "O"}
         for split in ("dev", "test"):
             for lang, part in self.parts[split].items():
                 part.scored = scored_types(self.train_types, part.corpus, f"data.{split}.{lang}", part.source)
@@ -155,7 +154,8 @@ class NerTask(Task):
         """Headline (exact-offset) F1 pooled over the dev languages picks the best epoch; word_f1 is logged too."""
         per_language, spans, words = {}, [], []
         for lang, part in self.parts["dev"].items():
-            span = metrics.add_counts(*self._span_units(part, predictions[lang]).values())
+            predicted = self._predicted_entities(part, predictions[lang])
+            span = metrics.add_counts(*span_unit_counts(part.docs, predicted, part.scored).values())
             word = metrics.add_counts(*self._word_units(part, predictions[lang]).values())
             per_language[lang] = metrics.prf(*metrics.micro_counts(span))
             spans.append(span)
@@ -176,9 +176,6 @@ class NerTask(Task):
             for doc in part.docs:
                 ner.write_brat(doc, predicted[doc.doc_id], folder / lang / f"{doc.doc_id}.ann")
 
-    def _span_units(self, part: NerPart, tags: list[list[str]]) -> dict[str, metrics.Counts]:
-        return span_unit_counts(part.docs, self._predicted_entities(part, tags), part.scored)
-
     def _word_units(self, part: NerPart, tags: list[list[str]]) -> dict[str, metrics.Counts]:
         """seqeval counts per unit, on the same scored types."""
         return metrics.unit_counts([s.doc_id for s in part.sentences],
@@ -187,7 +184,9 @@ class NerTask(Task):
 
     def _report(self, part: NerPart, tags: list[list[str]], ev: EvalConfig) -> dict[str, Any]:
         report: dict[str, Any] = {}
-        for prefix, units in (("", self._span_units(part, tags)), ("word_", self._word_units(part, tags))):
+        predicted = self._predicted_entities(part, tags)  # once: the span units and the ceiling both need it
+        span_units = span_unit_counts(part.docs, predicted, part.scored)
+        for prefix, units in (("", span_units), ("word_", self._word_units(part, tags))):
             scores = metrics.entity_scores(metrics.add_counts(*units.values()))
             rows = np.array([metrics.micro_counts(c) for c in units.values()], dtype=float).reshape(-1, 3)
             report.update({f"{prefix}{name}": metrics.with_interval(scores["micro"][name], rows,
@@ -195,7 +194,6 @@ class NerTask(Task):
                                                                      ev.bootstrap_seed, ev.alpha) for name in PRF})
             if not prefix:
                 report.update(scores)
-        predicted = self._predicted_entities(part, tags)
         ceiling = ner.corpus_span_scores([[e for e in d.entities if e.type in part.scored] for d in part.docs],
                                          [predicted[d.doc_id] for d in part.docs])["recall_ceiling"]
         report.update(metric="exact-offset entity F1 (strict, micro)", word_metric="seqeval strict IOB2, words",
