@@ -140,11 +140,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from medtrain.config import load_config
+    from medtrain.config import load_config, resolve_config_path
     from medtrain.study.config import StudyConfig
     from medtrain.study.run import run_study
 
-    return run_study(load_config(StudyConfig, args.config, args.overrides))
+    return run_study(load_config(StudyConfig, args.config, args.overrides), source=resolve_config_path(args.config))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -147,7 +147,7 @@ class _Builder:
         if not isinstance(data, dict):
             raise self.error(prefix, f"expected a mapping of {cls.__name__} fields, got {_describe(data)}")
         hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        fields = {config_key(f): f for f in dataclasses.fields(cls) if f.init}
         for key in data:
             if key not in fields:
                 raise self.error(_join(prefix, str(key)), unknown_key_message(str(key), list(fields)))
@@ -155,13 +155,16 @@ class _Builder:
         for name, field in fields.items():
             key = _join(prefix, name)
             if name in data:
-                kwargs[name] = self.convert(hints[name], data[name], key)
+                kwargs[field.name] = self.convert(hints[field.name], data[name], key)
             elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise self.error(key, "is required but missing")
         try:
             return cls(**kwargs)
         except ValueError as exc:
-            message = str(exc)  # a message that already names its dotted key needs no prefix
+            message = str(exc)  # a message that already names its dotted key needs no prefix, and points at its line
+            named = message.split(":", 1)[0]
+            if named in self.lines and named.startswith(f"{prefix}." if prefix else ""):
+                raise self.error(named, message, named=True) from None
             raise self.error(prefix, message, named=message.startswith(f"{prefix}.")) from None
 
     def convert(self, tp: Any, value: Any, key: str) -> Any:
@@ -229,6 +232,12 @@ class _Builder:
         raise self.error(key, f"expected {_type_name(tp)}, got {_describe(value)}")
 
 
+def config_key(field: dataclasses.Field) -> str:
+    """The key a field has in YAML: its name, or `metadata={"key": ...}` where the word is reserved in Python
+    (a staged variant's `from:`)."""
+    return field.metadata.get("key", field.name)
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -293,7 +302,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {config_key(f): plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, (list, tuple)):

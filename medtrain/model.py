@@ -10,6 +10,7 @@ model that `transformers` loads as is.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -42,6 +43,9 @@ class ModelConfig:
     benchmarks model mBERT's); the rest default to BERT-base values."""
     tokenizer: Path | None = None
     """Tokenizer folder exported beside the model; defaults to `init`, else the shards' tokenizer."""
+    vocabulary_extension: Path | None = None
+    """The vocabulary_extension.json of an extended tokenizer (medtrain.data.vocab_extension): the model's
+    embeddings grow to the new size, each new row the mean of its pieces' rows."""
 
     def __post_init__(self) -> None:
         if (self.init is None) == (not self.config):
@@ -70,18 +74,54 @@ class MaskedLM(nn.Module):
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, activation_checkpointing: bool = False) -> MaskedLM:
-    """Load `cfg.init` or build from `cfg.config`; the vocabulary must cover the shards' token ids."""
+    """Load `cfg.init` or build from `cfg.config`, grow it by `cfg.vocabulary_extension`; the vocabulary must
+    then cover the shards' token ids."""
     if cfg.init is not None:
         mlm = _load_local(cfg.init)
-        if mlm.config.vocab_size < vocab_size:
-            raise UserError(f"model vocabulary ({mlm.config.vocab_size}) is smaller than the shards' "
-                            f"tokenizer ({vocab_size}): prepare the shards with this model's tokenizer", cfg.init)
     else:
-        vocab_size = max(vocab_size, int(cfg.config.get("vocab_size", 0)))
-        mlm = BertForMaskedLM(BertConfig(**{**cfg.config, "vocab_size": vocab_size}))
+        mlm = BertForMaskedLM(BertConfig(**{**cfg.config, "vocab_size": max(
+            vocab_size, int(cfg.config.get("vocab_size", 0)))}))
+    if cfg.vocabulary_extension is not None:
+        _apply_extension(mlm, cfg.vocabulary_extension)
+    if mlm.config.vocab_size < vocab_size:
+        raise UserError(f"model vocabulary ({mlm.config.vocab_size}) is smaller than the shards' "
+                        f"tokenizer ({vocab_size}): prepare the shards with this model's tokenizer",
+                        cfg.init or cfg.vocabulary_extension)
     if activation_checkpointing:
         mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return MaskedLM(mlm)
+
+
+def _apply_extension(mlm: BertForMaskedLM, path: Path) -> None:
+    """Grow a model of the extension's base size; one already extended (an earlier export) is left alone. On a
+    resume the checkpoint then overwrites the new rows."""
+    try:
+        extension = json.loads(path.read_text(encoding="utf-8"))
+        base, pieces = int(extension["base_vocab_size"]), extension["pieces"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read the vocabulary extension ({exc.__class__.__name__})", path) from None
+    size = mlm.config.vocab_size
+    if size == base:
+        extend_embeddings(mlm, pieces)
+    elif size != base + len(pieces):
+        raise UserError(f"model vocabulary ({size}) is neither the extension's base ({base}) nor the extended "
+                        f"size ({base + len(pieces)}): extend the tokenizer this model was trained with", path)
+
+
+def extend_embeddings(mlm: BertForMaskedLM, pieces: list[list[int]]) -> None:
+    """Append one embedding row per entry of `pieces`, each the mean of its pieces' rows (and the decoder bias
+    the mean of their biases), so a new word starts where the model already placed its pieces, not at random.
+    The decoder stays tied to the embeddings."""
+    size = mlm.config.vocab_size
+    if any(not ids or min(ids) < 0 or max(ids) >= size for ids in pieces):
+        raise ValueError(f"every new word needs one or more piece ids in 0..{size - 1}")
+    with torch.no_grad():
+        rows = torch.stack([mlm.get_input_embeddings().weight[ids].mean(0) for ids in pieces])
+        biases = torch.stack([mlm.cls.predictions.bias[ids].mean() for ids in pieces])
+    mlm.resize_token_embeddings(size + len(pieces), mean_resizing=False)  # also sets config.vocab_size
+    with torch.no_grad():
+        mlm.get_input_embeddings().weight[size:] = rows
+        mlm.cls.predictions.bias[size:] = biases
 
 
 def load_pretrained(model_class: Any, path: Path, **kwargs: Any) -> Any:

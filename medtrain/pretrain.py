@@ -31,11 +31,13 @@ from torch.utils.data import DataLoader
 from medtrain import checkpoint, dist, engine as engines
 from medtrain.config import config_to_dict, load_config, save_resolved
 from medtrain.data.masking import MaskedBatch, Masker, MaskingConfig, continuation_lookup
+from medtrain.data.mixing import Sampling
 from medtrain.data.shards import Manifest, read_manifest
 from medtrain.data.stream import StatefulLoader, ValidationStream, build_train_loader, validation_loader
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.engine import EngineSpec, Precision, Schedule
 from medtrain.errors import run_reporting_errors
+from medtrain.io import write_json_atomic
 from medtrain.model import MaskedLM, ModelConfig, build_model, export
 from medtrain.monitor import Monitor, memory_mb
 
@@ -52,11 +54,20 @@ class DataConfig:
     """DataLoader worker processes per rank (masking runs in them); 0 reads in the training process."""
     weights: dict[str, float] = dataclasses.field(default_factory=dict)
     """Corpus mixing weights by corpus name; unset corpora keep the weight from the manifest."""
+    sampling: Sampling = "uniform"
+    """How weights become shares of the stream (medtrain/data/mixing.py): uniform (share proportional to the
+    weight, whatever the corpus size: a small corpus is repeated), proportional (weight x size: weights are
+    up/down-sampling factors, 1.0 natural) or temperature (languages get size ** (1/temperature), corpora share
+    their language's part by weight x size)."""
+    temperature: float = 1.0
+    """For sampling: temperature. 1 is proportional; higher evens out languages (up-samples small ones)."""
     masking: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
 
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.micro_batch_size must be >= 1 and data.num_workers >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"data.temperature must be > 0, got {self.temperature}")
 
 
 @dataclasses.dataclass
@@ -193,7 +204,8 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     manifest = read_manifest(d.shards)
     masker = build_masker(d.masking, manifest, d.shards)
     loader = build_train_loader(d.shards, d.micro_batch_size, info.rank, info.world_size, seed=t.seed,
-                                weights=d.weights, num_workers=d.num_workers, masker=masker)
+                                weights=d.weights, num_workers=d.num_workers, masker=masker, sampling=d.sampling,
+                                temperature=d.temperature)
     validation = None
     if t.eval_every:  # fixed masks, so evaluations compare across steps; read in-process (it is short)
         validation = validation_loader(ValidationStream(d.shards, micro_batch=d.micro_batch_size, rank=info.rank,
@@ -277,7 +289,11 @@ def train(cfg: PretrainConfig) -> int:
             save()
     # Export: the full fp32 weights (gathered from ZeRO-3 shards) as a Hugging Face folder.
     full_state = engines.gather_full_state(engine)
-    if rank == 0:
+    if rank == 0:  # what the run trained on, corpus by corpus, beside what the mix asked for
+        write_json_atomic(out / "mixture.json", {
+            "sampling": cfg.data.sampling, "temperature": cfg.data.temperature, "steps": step,
+            "sequences": step * b.samples_per_step,
+            "corpora": b.loader.stream.consumed_share(step * b.samples_per_step)})
         export({k.removeprefix("mlm."): v for k, v in full_state.items()}, b.model.mlm.config,
                cfg.model.tokenizer or cfg.model.init or b.manifest.tokenizer_dir(cfg.data.shards), out / "export")
         print(f"{out}: trained {step} steps; Hugging Face export in {out / 'export'}", file=sys.stderr)

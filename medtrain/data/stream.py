@@ -9,20 +9,22 @@ The order, from the inside out (every seed is a numpy SeedSequence of small inte
   of a permutation of every sequence. The price: sequences drawn from one corpus close together in time come
   from the same block, as with a shard-by-shard shuffle.
 * **Stream epoch**: N = the train sequences of all corpora with a positive weight. In every stream epoch corpus
-  c supplies exactly n_c sequences, n_c = N * weight_c / sum(weights) rounded by largest remainder, interleaved
-  uniformly at random (seeded by (seed, stream epoch)). A corpus weighted above its size wraps into its next
-  corpus epoch inside a stream epoch; one weighted below carries on where it stopped in the next stream epoch.
-  With weights proportional to corpus sizes n_c is the corpus size, so stream epoch e is corpus epoch e of
-  every corpus and every train sequence is seen exactly once per epoch.
+  c supplies exactly n_c sequences, n_c = N * p_c rounded by largest remainder, interleaved uniformly at random
+  (seeded by (seed, stream epoch)); p_c is the corpus's probability under the sampling mode (data/mixing.py:
+  uniform, the default, is weight_c / sum(weights)). A corpus drawn above its size wraps into its next corpus
+  epoch inside a stream epoch; one drawn below carries on where it stopped in the next stream epoch. With
+  proportional sampling and equal weights (or uniform sampling with weights proportional to corpus sizes) n_c is
+  the corpus size, so stream epoch e is corpus epoch e of every corpus and every train sequence is seen exactly
+  once per epoch.
 * **Ranks and workers**: the global stream is cut into micro-batches of `micro_batch` consecutive sequences;
   global batch g goes to rank g % world_size as that rank's batch g // world_size. Nothing is dropped or padded:
   the stream runs on across epochs and an epoch boundary may fall inside a batch, so ranks see disjoint
   sequences and, together, each sequence of an epoch once. DataLoader worker w of W produces its rank's batches
   w, w+W, ...; the DataLoader returns them round-robin, which is batch order, whatever W is.
 
-So the batch k of a rank is a function of (seed, corpus mix, world size, rank, micro_batch, block_size, k) and
-the data. The state is k plus those values, checked on load; `StatefulLoader` knows k in the main process from
-the number of batches it received, however far the workers prefetched.
+So the batch k of a rank is a function of (seed, corpus mix, sampling mode, world size, rank, micro_batch,
+block_size, k) and the data. The state is k plus those values, checked on load; `StatefulLoader` knows k in the
+main process from the number of batches it received, however far the workers prefetched.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medtrain.data.masking import MaskedBatch, Masker, batch_generator
+from medtrain.data.mixing import Sampling, mixture_weights
 from medtrain.data.shards import Manifest, ShardInfo, open_shard, read_manifest
 from medtrain.errors import UserError
 
@@ -190,6 +193,18 @@ class _Mix:
             self._cached = ((epoch, j), corpus, before[corpus] + rank_in_corpus)
         return self._cached[1], self._cached[2]
 
+    def drawn_before(self, position: int) -> np.ndarray:
+        """Sequences per corpus at global positions 0 .. position-1: whole epochs hold exactly `counts`; in the
+        partial one the split tree gives the counts before its chunk and only that chunk is materialised."""
+        epoch, within = divmod(position, self.total)
+        j, offset = divmod(within, self.chunk)
+        counts = epoch * self.counts
+        if within:
+            _, before = self._split(epoch, j)
+            chunk_corpus, _ = self.chunk_draws(epoch, j)
+            counts = counts + before + np.bincount(chunk_corpus[:offset], minlength=len(self.counts))
+        return counts
+
     def draws(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Corpus and corpus draw number (counting over all stream epochs) of each global stream position."""
         epochs, within = np.divmod(positions, self.total)
@@ -223,18 +238,25 @@ class PackedStream(IterableDataset):
 
     def __init__(self, shard_dir: str | Path, *, micro_batch: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, weights: Mapping[str, float] | None = None, masker: Masker | None = None,
-                 block_size: int = DEFAULT_BLOCK_SIZE):
+                 block_size: int = DEFAULT_BLOCK_SIZE, sampling: Sampling = "uniform", temperature: float = 1.0):
         _check_partition(micro_batch, rank, world_size, seed)
         if block_size < 1:
             raise UserError(f"block_size must be at least 1, got {block_size}")
         self.shard_dir, self.manifest = Path(shard_dir), read_manifest(shard_dir)
         self.micro_batch, self.rank, self.world_size, self.seed = micro_batch, rank, world_size, seed
         self.block_size, self.masker = block_size, masker
+        self.sampling, self.temperature = sampling, float(temperature)
         self.corpora = [c.name for c in self.manifest.corpora]
         sizes = np.array([sum(s.sequences for s in self.manifest.shards_of("train", c)) for c in self.corpora])
         weights_now = self._weights(weights)
         self._check_sizes(sizes, weights_now)
-        self.mix = apportion(int(sizes[weights_now > 0].sum()), weights_now)
+        languages = [c.language for c in self.manifest.corpora]
+        try:
+            masses = mixture_weights(sizes, languages, weights_now, sampling, self.temperature)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.target = masses / masses.sum()  # = mixture_probabilities(...): each corpus's share of the stream
+        self.mix = apportion(int(sizes[weights_now > 0].sum()), masses)  # the target in sequences per epoch
         self._shards = _ShardSet(self.shard_dir, self.manifest,
                                  [s for c in self.corpora for s in self.manifest.shards_of("train", c)])
         self._offsets = np.cumsum(sizes) - sizes
@@ -271,6 +293,20 @@ class PackedStream(IterableDataset):
     def _first_position(self, k: int) -> int:
         return (k * self.world_size + self.rank) * self.micro_batch
 
+    def consumed_share(self, sequences: int) -> dict[str, dict[str, Any]]:
+        """What the whole run (all ranks) trained on in its first `sequences` sequences: per corpus, its
+        sequences, tokens, realised share and target probability.
+
+        Ranks take global batches in turn, so after k batches on every rank they have read global positions
+        0 .. k * world_size * micro_batch - 1 between them: pass k * world_size * micro_batch.
+        """
+        if sequences < 0:
+            raise UserError(f"consumed sequences must be non-negative, got {sequences}")
+        counts = self._mixer.drawn_before(sequences)
+        return {name: {"sequences": int(n), "tokens": int(n) * self.manifest.seq_len,
+                       "share": float(n) / sequences if sequences else 0.0, "target": float(p)}
+                for name, n, p in zip(self.corpora, counts, self.target)}
+
     def tokens(self, k: int) -> np.ndarray:
         """This rank's batch k as a (micro_batch, seq_len) array of the shard dtype."""
         positions = np.arange(self.micro_batch, dtype=np.int64) + self._first_position(k)
@@ -302,7 +338,8 @@ class PackedStream(IterableDataset):
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.seed, "world_size": self.world_size, "rank": self.rank,
                 "micro_batch": self.micro_batch, "seq_len": self.manifest.seq_len, "block_size": self.block_size,
-                "mix": dict(zip(self.corpora, self.mix.tolist())), "manifest": self._fingerprint}
+                "mix": dict(zip(self.corpora, self.mix.tolist())), "sampling": self.sampling,
+                "temperature": self.temperature, "manifest": self._fingerprint}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at the saved batch; a state from a different set-up is a UserError naming what differs."""
@@ -310,6 +347,7 @@ class PackedStream(IterableDataset):
             raise UserError(f"data stream state version {state.get('version')!r}; this medtrain reads "
                             f"version {STATE_VERSION}")
         now = self._identity()
+        state = {"sampling": "uniform", "temperature": 1.0, **state}  # saved before sampling modes existed
         differs = [f"{key} {state.get(key)!r} in the checkpoint, {value!r} now"
                    for key, value in now.items() if state.get(key) != value]
         if differs:
@@ -370,10 +408,11 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 
 def build_train_loader(shard_dir: str | Path, micro_batch: int, rank: int = 0, world_size: int = 1, *,
                        seed: int = 0, weights: Mapping[str, float] | None = None, masker: Masker | None = None,
-                       num_workers: int = DEFAULT_WORKERS) -> StatefulLoader:
+                       num_workers: int = DEFAULT_WORKERS, sampling: Sampling = "uniform",
+                       temperature: float = 1.0) -> StatefulLoader:
     """This rank's train loader with the defaults: masking in the workers, pinned memory when CUDA is there."""
     stream = PackedStream(shard_dir, micro_batch=micro_batch, rank=rank, world_size=world_size, seed=seed,
-                          weights=weights, masker=masker)
+                          weights=weights, masker=masker, sampling=sampling, temperature=temperature)
     return StatefulLoader(stream, num_workers=num_workers)
 
 

@@ -18,6 +18,8 @@ from medtrain.errors import UserError
 
 _VOCAB_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+FRAGMENT_LENGTHS = range(2, 6)
+"""Characters per word fragment: a domain word splits into a few pieces (like mBERT's), not into letters."""
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -49,30 +51,48 @@ def fingerprint(path: str | Path) -> str:
 
 
 def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 8000,
-                    lowercase: bool = False) -> PreTrainedTokenizerFast:
+                    lowercase: bool = False,
+                    whole_word_texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """Build a BERT WordPiece tokenizer from `texts` and save it so `AutoTokenizer` loads it from `out_dir`.
 
     Cased by default, like multilingual BERT, and accent-preserving so Romanian diacritics survive. The
     vocabulary is chosen here rather than by the Rust WordPiece trainer, because that trainer breaks count ties
     in hash-map order (huggingface/tokenizers#1794) and so gives a different vocabulary on every run; a study
     on the sample data must be the same draw each time. It holds the special tokens, every character seen
-    (alone and as a `##` continuation, so nothing becomes [UNK]), then the most frequent words, ties broken by
-    the word itself, up to `vocab_size` (the alphabet is kept whole even past it). A rarer word is split into the longest known pieces: a word-level
-    vocabulary, fit for the sample data and tests; real runs use the model's own tokenizer.
+    (alone and as a `##` continuation, so nothing becomes [UNK]; the alphabet is kept whole even past
+    `vocab_size`), then:
+
+    - `whole_word_texts` None: the most frequent words of `texts`, ties broken by the word, up to `vocab_size`.
+      A word-level vocabulary, fit for tests; a rarer word is spelt in characters.
+    - `whole_word_texts` given (general-domain text): every word of those texts whole, most frequent first, then
+      the most frequent fragments of the words of `texts` (`fragments`) up to `vocab_size`. A word seen only
+      outside `whole_word_texts` (a clinical or biomedical term) is split into a few known pieces, as
+      multilingual BERT splits domain words, so fertility differs between domains as it does on real text.
+
+    Real runs use the model's own tokenizer.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     normalizer = normalizers.Sequence([normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else []))
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+
+    def word_counts(source: Iterable[str]) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for text in source:
+            counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+        return counts
+
+    counts = word_counts(texts)
     alphabet = sorted({char for word in counts for char in word})
     vocab = dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *(f"##{char}" for char in alphabet)])
-    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+    if whole_word_texts is None:
+        ranked = _ranked(counts)
+    else:
+        ranked = _ranked(word_counts(whole_word_texts)) + _ranked(fragments(counts))
+    for token in ranked:
         if len(vocab) >= vocab_size:
             break
-        vocab.setdefault(word)
+        vocab.setdefault(token)
     tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]",
                                      continuing_subword_prefix="##"))
     tok.normalizer = normalizer
@@ -88,3 +108,21 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
                              cls_token="[CLS]", mask_token="[MASK]")
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def fragments(counts: Counter[str]) -> Counter[str]:
+    """Character n-grams (FRAGMENT_LENGTHS) of each word, weighted by the word's count: proper word-initial
+    prefixes as they are, inner and final ones as `##` continuations. A fragment is never the whole word."""
+    out: Counter[str] = Counter()
+    for word, count in counts.items():
+        for n in FRAGMENT_LENGTHS:
+            if n < len(word):
+                out[word[:n]] += count
+            for start in range(1, len(word) - n + 1):
+                out[f"##{word[start:start + n]}"] += count
+    return out
+
+
+def _ranked(counts: Counter[str]) -> list[str]:
+    """Most frequent first, ties broken by the string, so the order never depends on hash order."""
+    return [token for token, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]

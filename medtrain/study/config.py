@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtrain.cluster.resources import SlurmResources
+from medtrain.data.mixing import Sampling
 from medtrain.data.ner_format import LabelConfig
+from medtrain.data.vocab_extension import VocabularyConfig
 from medtrain.finetune.config import SourceConfig, source_config
 
 BASELINE = "baseline"
@@ -24,16 +26,29 @@ class PretrainRecipe:
 
 @dataclasses.dataclass
 class PretrainRun:
-    """One pretraining run of the study: which corpora it reads, mixed how."""
+    """One pretraining run of the study: where it starts, which corpora it reads, mixed how."""
 
     corpora: dict[str, float]
     """Corpus name (from prepare.corpora) -> mixing weight; every corpus not named gets weight 0."""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Dotted pretraining keys for this run only, after pretrain.overrides, e.g. {train.max_steps: 2000}."""
+    start: str = dataclasses.field(default=BASELINE, metadata={"key": "from"})
+    """`from:` the model this variant continues from: baseline, or another variant (staged adaptation, e.g.
+    biomedical then clinical). On SLURM its job waits for that one's (afterok)."""
+    sampling: Sampling = "uniform"
+    """How the corpora are mixed (medtrain.data.mixing): uniform (shares follow the weights, whatever the
+    sizes), proportional (weight x size), temperature (language probability proportional to size^(1/T))."""
+    temperature: float = 1.0
+    """T for sampling: temperature; 1 is proportional, larger flattens towards uniform over languages."""
+    vocabulary: VocabularyConfig | None = None
+    """{add: N, min_count: C}: extend the tokenizer with the N most frequent whole words of these corpora that it
+    splits into 3+ pieces (new embeddings start as the mean of their pieces'); descendants inherit it."""
 
     def __post_init__(self) -> None:
         if not self.corpora or any(not w >= 0 for w in self.corpora.values()) or not sum(self.corpora.values()) > 0:
             raise ValueError("corpora needs at least one corpus with a positive weight, e.g. {clinical_nl: 1.0}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 @dataclasses.dataclass
@@ -49,6 +64,9 @@ class BaselineConfig:
         if (self.model is None) == (self.pretrain is None):
             raise ValueError("baseline: give exactly one of model (a local mBERT folder) or pretrain (corpora "
                              "to pretrain it on here)")
+        if self.pretrain is not None and (self.pretrain.start != BASELINE or self.pretrain.vocabulary):
+            raise ValueError("baseline.pretrain: from and vocabulary are for variants (the baseline starts "
+                             "from scratch with prepare.tokenizer)")
 
 
 @dataclasses.dataclass
@@ -142,6 +160,12 @@ class CompareConfig:
     alpha: float = 0.05
     """1 - confidence level (0.05: 95% intervals)."""
     seed: int = 0
+    pairs: list[list[str]] | None = None
+    """[[a, b], ...]: each comparison as b - a, e.g. [[biomedical, clinical]]; models are baseline and the
+    variants' names. Default: each variant against the baseline, then every variant against every other."""
+    correction: Literal["holm", "none"] = "holm"
+    """Multiple comparisons (every pair of models x language pair in a task): holm (Holm's step-down, which
+    controls the family-wise error at alpha) or none (each difference judged at alpha alone)."""
 
     def __post_init__(self) -> None:
         if self.bootstrap < 1 or not 0 < self.alpha < 1:
@@ -160,11 +184,16 @@ class StudyConfig:
     """`medtrain prepare` fields except output_dir: tokenizer (default: baseline.model), corpora, seq_len, ..."""
     baseline: BaselineConfig
     variants: dict[str, PretrainRun]
-    """Name -> corpora, each pretrained further from the baseline, e.g. clinical: {corpora: {clinical_nl: 1}}."""
+    """Name -> corpora, each pretrained further from the baseline (or `from:` another variant), e.g.
+    clinical: {corpora: {clinical_nl: 1}}."""
     tasks: list[TaskConfig]
     pretrain: PretrainRecipe = dataclasses.field(default_factory=PretrainRecipe)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     """Fine-tuning seeds per (model, task, training language): the intervals need at least 2."""
+    pretrain_seeds: list[int] = dataclasses.field(default_factory=list)
+    """Pretrain every variant once per seed (pretrain/<name>-seed<S>/, data order and masking from S; a staged
+    variant's replicate S starts from its parent's replicate S) and fine-tune each; empty: once, with the
+    recipe's train.seed. The baseline is pretrained once: it stands for one published checkpoint."""
     executor: Literal["local", "slurm"] = "local"
     local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
     slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
@@ -179,6 +208,50 @@ class StudyConfig:
                 raise ValueError(f"variants.{name}: a name of letters, digits, '-' or '_', other than 'baseline'")
         if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) < 2:
             raise ValueError("seeds: at least 2 distinct seeds (the confidence intervals resample them)")
+        if len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
+            raise ValueError("pretrain_seeds: distinct seeds, e.g. [0, 1]")
+        self._check_lineage()
+        self._check_pairs()
         names = [t.name for t in self.tasks]
         if not names or len(set(names)) != len(names):
             raise ValueError("tasks: at least one, with distinct names")
+
+    def _check_lineage(self) -> None:
+        """Every `from:` names the baseline or a variant, and following them always reaches the baseline."""
+        for name, run in self.variants.items():
+            if run.start != BASELINE and run.start not in self.variants:
+                raise ValueError(f"variants.{name}.from: unknown model {run.start!r} (baseline or one of "
+                                 f"{', '.join(self.variants)})")
+        for name in self.variants:
+            path = [name]
+            while path[-1] != BASELINE:
+                path.append(self.variants[path[-1]].start)
+                if path[-1] in path[:-1]:
+                    raise ValueError(f"variants.{name}.from: a cycle ({' -> '.join(path)}): a chain of from: "
+                                     "must end at the baseline")
+
+    def _check_pairs(self) -> None:
+        models = [BASELINE, *self.variants]
+        for i, pair in enumerate(self.compare.pairs or []):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"compare.pairs.{i}: a pair is two different models, e.g. [baseline, clinical]")
+            for name in pair:
+                if name not in models:
+                    raise ValueError(f"compare.pairs.{i}: unknown model {name!r} (models: {', '.join(models)})")
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """(a, b) pairs, each compared as b - a: compare.pairs, or by default each variant against the baseline,
+        then every variant against every later one."""
+        if self.compare.pairs:
+            return [(a, b) for a, b in self.compare.pairs]
+        variants = list(self.variants)
+        return [(BASELINE, v) for v in variants] + [(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
+
+    def lineage(self, name: str) -> list[str]:
+        """The variants from the baseline's first child down to `name` (empty for the baseline)."""
+        chain = []
+        while name != BASELINE:
+            chain.append(name)
+            name = self.variants[name].start
+        return chain[::-1]
+

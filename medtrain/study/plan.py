@@ -54,11 +54,56 @@ class Study:
         self.report = self.out / "report.md"
         self.prepare = self._prepare_config()
         self.corpus_names = [c.name for c in self.prepare.corpora]
+        self.replicates = {BASELINE: [BASELINE], **{v: self._replicate_names(v) for v in self._ordered_variants()}}
+        """Model (baseline or variant) -> its pretraining replicates, parents before children."""
+        self.model_of = {r: m for m, names in self.replicates.items() for r in names}
         baseline = cfg.baseline.model or self.pretrain_dir(BASELINE) / "export"
-        self.models = {BASELINE: baseline, **{v: self.pretrain_dir(v) / "export" for v in cfg.variants}}
-        runs = {**({BASELINE: cfg.baseline.pretrain} if cfg.baseline.pretrain else {}), **cfg.variants}
-        self.pretrain = {name: self._pretrain_config(name, run) for name, run in runs.items()}
+        self.models = {BASELINE: baseline, **{r: self.pretrain_dir(r) / "export" for r in self.model_of
+                                              if r != BASELINE}}
+        """Replicate -> its Hugging Face folder: the grid's model axis."""
+        self.pretrain = {**({BASELINE: self._pretrain_config(BASELINE, cfg.baseline.pretrain, None)}
+                            if cfg.baseline.pretrain else {}),
+                         **{r: self._pretrain_config(r, cfg.variants[m], seed)
+                            for m, names in self.replicates.items() if m != BASELINE
+                            for r, seed in zip(names, cfg.pretrain_seeds or [None])}}
+        """Replicate -> its pretraining config, in the order they must run."""
         self.tasks = {t.name: self._task_data(t) for t in cfg.tasks}
+
+    def _ordered_variants(self) -> list[str]:
+        """Variants with every parent before its children (the config has checked there is no cycle)."""
+        ordered: list[str] = []
+        for name in self.cfg.variants:
+            ordered += [v for v in self.cfg.lineage(name) if v not in ordered]
+        return ordered
+
+    def _replicate_names(self, variant: str) -> list[str]:
+        seeds = self.cfg.pretrain_seeds
+        return [f"{variant}-seed{s}" for s in seeds] if seeds else [variant]
+
+    def parent(self, replicate: str) -> str:
+        """The replicate this one continues from: the parent model's replicate with the same seed."""
+        model = self.model_of[replicate]
+        start = self.cfg.variants[model].start
+        return self.replicates[start][self.replicates[model].index(replicate)] if start != BASELINE else BASELINE
+
+    def extension_owner(self, model: str) -> str | None:
+        """The nearest model in `model`'s lineage (itself included) that extends the vocabulary, if any: its
+        tokenizer is the one this model's shards are tokenized with."""
+        return next((v for v in reversed(self.cfg.lineage(model)) if self.cfg.variants[v].vocabulary), None)
+
+    def vocabulary_dir(self, variant: str) -> Path:
+        """The extended tokenizer of a variant with `vocabulary:` (+ vocabulary_extension.json)."""
+        return self.out / "vocabulary" / variant
+
+    def shards_for(self, model: str) -> Path:
+        """The shards this model's pretraining reads: tokenized with its lineage's (possibly extended) tokenizer."""
+        owner = self.extension_owner(model) if model != BASELINE else None
+        return self.shards if owner is None else self.out / f"shards-{owner}"
+
+    def tokenizer_for(self, model: str) -> Path:
+        """The tokenizer a model's pretraining data is tokenized with."""
+        owner = self.extension_owner(model) if model != BASELINE else None
+        return Path(self.prepare.tokenizer) if owner is None else self.vocabulary_dir(owner)
 
     def pretrain_dir(self, name: str) -> Path:
         return self.out / "pretrain" / name
@@ -98,18 +143,27 @@ class Study:
         except UserError as exc:
             raise UserError(f"prepare: {exc.message}") from None
 
-    def _pretrain_config(self, name: str, run: PretrainRun) -> PretrainConfig:
+    def _pretrain_config(self, name: str, run: PretrainRun, seed: int | None) -> PretrainConfig:
+        """One replicate's pretraining config: the recipe, the run's keys, its corpora and mix, its start."""
+        model = self.model_of[name]
         unknown = sorted(set(run.corpora) - set(self.corpus_names))
         if unknown:
-            raise UserError(f"{name}: corpora {unknown} are not in prepare.corpora ({', '.join(self.corpus_names)})")
+            raise UserError(f"{model}: corpora {unknown} are not in prepare.corpora ({', '.join(self.corpus_names)})")
         data = _recipe(self.cfg.pretrain.recipe, self.cfg.pretrain.overrides)
         for keys, value in _flat(run.overrides):
             apply_override(data, keys, value)
         data.update(output_dir=str(self.pretrain_dir(name)), progress=False)
-        data.setdefault("data", {}).update(shards=str(self.shards),
+        data.setdefault("data", {}).update(shards=str(self.shards_for(model)), sampling=run.sampling,
+                                           temperature=run.temperature,
                                            weights={c: float(run.corpora.get(c, 0.0)) for c in self.corpus_names})
-        if name != BASELINE:  # a variant continues from the baseline's weights
-            data["model"] = {**data.get("model", {}), "init": str(self.models[BASELINE]), "config": {}}
+        if seed is not None:
+            data.setdefault("train", {})["seed"] = seed
+        if name != BASELINE:  # a variant continues from its parent's weights (and tokenizer)
+            data["model"] = {**data.get("model", {}), "init": str(self.models[self.parent(name)]), "config": {}}
+            if run.vocabulary is not None:  # grows the parent's embeddings; the export carries the new tokenizer
+                extended = self.vocabulary_dir(model)
+                data["model"].update(tokenizer=str(extended),
+                                     vocabulary_extension=str(extended / "vocabulary_extension.json"))
         try:
             return build_config(PretrainConfig, data)
         except UserError as exc:

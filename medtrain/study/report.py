@@ -13,12 +13,13 @@ import numpy as np
 
 from medtrain.config import config_to_dict
 from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
-from medtrain.study.compare import Cell, difference, ner_scores, screening_scores
+from medtrain.study.compare import Cell, Difference, difference, holm, holm_levels, ner_scores, screening_scores, \
+    winner
 from medtrain.study.config import BASELINE, CompareConfig
 from medtrain.study.plan import Say, Study
 
 Key = tuple[str, str, str, str]
-"""(task name, model name, training language, test language)."""
+"""(task name, model name, training language, test language); model: baseline or a variant (all its replicates)."""
 
 
 METRIC_NAMES = {("ner", "f1"): "exact-offset entity F1", ("screening", "f1"): "patient F1 at the dev threshold",
@@ -31,10 +32,11 @@ class Collected:
     """What the report reads from the complete runs: per-unit scores, and NER label spaces and per-type scores."""
 
     cells: dict[Key, Cell]
+    """Per model, its runs grouped by pretraining replicate."""
     label_spaces: dict[tuple[str, str], dict[str, Any]]
     """(task, training language) -> results.json label_space (the same for every model and seed)."""
     per_type: dict[Key, list[dict[str, Any]]]
-    """Per seed, results.json test[lang].per_type: the headline metric per entity type."""
+    """Per run (every replicate and seed), results.json test[lang].per_type: the headline metric per entity type."""
 
 
 def collect_cells(study: Study, grid: Any) -> Collected:
@@ -50,13 +52,15 @@ def collect_cells(study: Study, grid: Any) -> Collected:
              for t in study.cfg.tasks for lang in t.train_languages}
     gold: dict[str, list[Any]] = {}
     out = Collected({}, {}, {})
+    runs: dict[Key, dict[str, list[Any]]] = {}  # per model cell: replicate -> its runs' scores
     for run in sorted(grid.runs, key=lambda r: r.config["train"]["seed"]):
         cfg = build_config(FinetuneConfig, run.config)
         train_source = next(iter(cfg.data.sources("train").values()))
         task, train = tasks[(cfg.task, str(Path(os.path.abspath(train_source.path))))]
         results = json.loads((run.run_dir / "results.json").read_text(encoding="utf-8"))
         for lang, test in results["test"].items():
-            key = (task.name, model_names[str(Path(os.path.abspath(cfg.model)))], train, lang)
+            replicate = model_names[str(Path(os.path.abspath(cfg.model)))]
+            key = (task.name, study.model_of[replicate], train, lang)
             if cfg.task == "ner":
                 source = cfg.data.source("test", lang)
                 reading = json.dumps([str(source.path), source.format, config_to_dict(source.columns),
@@ -69,28 +73,57 @@ def collect_cells(study: Study, grid: Any) -> Collected:
                 out.per_type.setdefault(key, []).append(test["per_type"])
             else:
                 scores = screening_scores(run.run_dir, lang, test["threshold"], task.metric)
-            out.cells.setdefault(key, Cell([])).runs.append(scores)
+            runs.setdefault(key, {}).setdefault(replicate, []).append(scores)
+    out.cells = {key: Cell([by_replicate[r] for r in study.replicates[key[1]] if r in by_replicate])
+                 for key, by_replicate in runs.items()}
     return out
 
 
 def compare(study: Study, cells: dict[Key, Cell]) -> dict[str, Any]:
-    """Per task: each model's mean and std per language pair, the winner, and each variant's difference."""
+    """Per task: each model's mean and std per language pair; every configured pair of models compared on every
+    language pair (b - a, hierarchical bootstrap), the task's comparisons corrected together (Holm); and per
+    in-language pair the model that beats every other one after correction, or the tied models."""
+    cfg = study.cfg.compare
     out: dict[str, Any] = {}
+    models = list(study.replicates)
     for task in study.cfg.tasks:
         pairs = [(t, e) for t in task.train_languages for e in task.test_languages]
-        scores = {m: {f"{t}->{e}": _stats(cells[(task.name, m, t, e)]) for t, e in pairs} for m in study.models}
+        scores = {m: {f"{t}->{e}": _stats(cells[(task.name, m, t, e)]) for t, e in pairs} for m in models}
         in_language = [f"{t}->{t}" for t in task.train_languages if t in task.test_languages] or \
                       [f"{t}->{e}" for t, e in pairs]
-        primary = {m: _mean([scores[m][p]["mean"] for p in in_language]) for m in study.models}
-        ranked = sorted((v, m) for m, v in primary.items() if v is not None)
-        diffs = [{"variant": v, "train": t, "test": e, "in_language": t == e,
-                  **difference(cells[(task.name, BASELINE, t, e)], cells[(task.name, v, t, e)], study.cfg.compare)}
-                 for v in study.cfg.variants for t, e in pairs]
+        found = [(a, b, t, e, difference(cells[(task.name, a, t, e)], cells[(task.name, b, t, e)], cfg))
+                 for a, b in study.cfg.comparisons() for t, e in pairs]
+        diffs = _judged(found, cfg)
         out[task.name] = {"kind": study.kind(task), "metric": task.metric,
                           "metric_name": METRIC_NAMES[(study.kind(task), task.metric)], "primary_pairs": in_language,
-                          "scores": scores, "primary": primary, "winner": ranked[-1][1] if ranked else None,
-                          "differences": diffs}
+                          "scores": scores, "differences": diffs,
+                          "winners": {p: _winner(models, [d for d in diffs if f"{d['train']}->{d['test']}" == p])
+                                      for p in in_language}}
     return out
+
+
+def _judged(found: list[tuple[str, str, str, str, Difference]], cfg: CompareConfig) -> list[dict[str, Any]]:
+    """Each difference with its raw interval, p-value and decision, and the same after the task's correction."""
+    p_values = [d.p_value for *_, d in found]
+    adjusted = holm(p_values) if cfg.correction == "holm" else p_values
+    levels = holm_levels(p_values, cfg.alpha) if cfg.correction == "holm" else [cfg.alpha] * len(found)
+    rows = []
+    for (a, b, t, e, d), p_adj, level in zip(found, adjusted, levels):
+        lo, hi = d.interval(cfg.alpha) or (None, None)
+        lo_adj, hi_adj = (d.interval(level) or (None, None)) if level is not None else (None, None)
+        rows.append({"variant": b, "against": a, "train": t, "test": e, "in_language": t == e, "delta": d.delta,
+                     "lo": lo, "hi": hi, "p": d.p_value, "p_adjusted": p_adj, "lo_adjusted": lo_adj,
+                     "hi_adjusted": hi_adj, "significant": d.p_value is not None and d.p_value < cfg.alpha,
+                     "significant_adjusted": p_adj is not None and p_adj < cfg.alpha, "counts": d.counts})
+    return rows
+
+
+def _winner(models: list[str], diffs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model that beats every other one after correction on this language pair, else the tied models."""
+    beats = {(d["variant"], d["against"]) if d["delta"] > 0 else (d["against"], d["variant"])
+             for d in diffs if d["significant_adjusted"] and d["delta"] is not None}
+    best, tied = winner(models, beats)
+    return {"winner": best, "tied": tied}
 
 
 def _stats(cell: Cell) -> dict[str, Any]:
@@ -118,7 +151,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def results_table(study: Study, comparison: dict[str, Any]) -> str:
     """Task x (training -> test language) rows, one column per model: mean ± std over seeds; bold: best."""
-    models = list(study.models)
+    models = list(study.replicates)
     rows = []
     for task, result in comparison.items():
         for pair in next(iter(result["scores"].values())):
@@ -130,31 +163,70 @@ def results_table(study: Study, comparison: dict[str, Any]) -> str:
     return "\n".join(_table(["task", "metric", "train → test", *models], rows)) + "\n"
 
 
+def _interval(lo: float | None, hi: float | None) -> str:
+    return f"[{_fmt(lo, True)}, {_fmt(hi, True)}]"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _differences_section(comparison: dict[str, Any], cfg: CompareConfig) -> list[str]:
     level = f"{100 * (1 - cfg.alpha):.0f}%"
-    rows = [[task, result["metric_name"], d["variant"], f"{d['train']} → {d['test']}", _fmt(d["delta"], True),
-             f"[{_fmt(d['lo'], True)}, {_fmt(d['hi'], True)}]",
-             "yes" if d["lo"] is not None and (d["lo"] > 0 or d["hi"] < 0) else "no"]
+    rows = [[task, result["metric_name"], f"{d['variant']} − {d['against']}", f"{d['train']} → {d['test']}",
+             _fmt(d["delta"], True), _interval(d["lo"], d["hi"]), _p(d["p"]), "yes" if d["significant"] else "no",
+             _interval(d["lo_adjusted"], d["hi_adjusted"]), _p(d["p_adjusted"]),
+             "yes" if d["significant_adjusted"] else "no"]
             for task, result in comparison.items() for d in result["differences"]]
-    return ["## Difference from the baseline", "",
-            f"Variant minus baseline in the task's metric; {level} multi-bootstrap interval over test units (paired) "
-            f"and fine-tuning seeds ({cfg.bootstrap} replicates). *Outside*: the interval excludes 0.", "",
-            *_table(["task", "metric", "variant", "train → test", "difference", f"{level} interval", "outside"],
-                    rows),
+    correction = (f"Holm's step-down over each task's comparisons ({_family_sizes(comparison)}; family-wise error "
+                  f"{cfg.alpha:g}); the adjusted interval is the one at the level Holm judges that comparison at"
+                  if cfg.correction == "holm" else "no correction, adjusted equals raw")
+    return ["## Pairwise differences", "",
+            f"Each pair of models (b − a) in the task's metric; {level} hierarchical bootstrap interval over test "
+            f"units (paired), pretraining replicates and fine-tuning seeds ({cfg.bootstrap} draws), two-sided "
+            f"bootstrap p. Adjusted: {correction}. *Beyond*: the interval excludes 0.", "",
+            _resampled(comparison), "",
+            *_table(["task", "metric", "b − a", "train → test", "difference", f"{level} interval", "p", "beyond",
+                     "adjusted interval", "adjusted p", "beyond (adjusted)"], rows),
             "", "![differences](differences.png)", ""]
+
+
+def _resampled(comparison: dict[str, Any]) -> str:
+    """What the bootstrap had to resample: per model, pretraining replicates x fine-tuning seeds (a range where
+    replicates differ), and per task and language pair, test units."""
+    def seeds(counts: dict[str, Any]) -> str:
+        low, high = min(counts["seeds"]), max(counts["seeds"])
+        return f"{counts['replicates']} × {low if low == high else f'{low}-{high}'}"
+
+    models: dict[str, str] = {}
+    units: dict[str, int] = {}
+    for task, result in comparison.items():
+        for d in result["differences"]:
+            models.setdefault(d["against"], seeds(d["counts"]["a"]))
+            models.setdefault(d["variant"], seeds(d["counts"]["b"]))
+            units[f"{task} {d['train']} → {d['test']}"] = d["counts"]["units"]
+    return ("Resampled: pretraining replicates × fine-tuning seeds per model: "
+            + ", ".join(f"{m} {c}" for m, c in models.items()) + "; test units: "
+            + ", ".join(f"{k} {n}" for k, n in units.items()) + ".")
+
+
+def _family_sizes(comparison: dict[str, Any]) -> str:
+    return ", ".join(f"{task}: {len(r['differences'])}" for task, r in comparison.items())
 
 
 def _winners_section(comparison: dict[str, Any]) -> list[str]:
     rows = []
     for task, result in comparison.items():
-        winner = result["winner"]
-        diffs = [d for d in result["differences"] if d["variant"] == winner and
-                 f"{d['train']}->{d['test']}" in result["primary_pairs"]]
-        versus = "; ".join(f"{_fmt(d['delta'], True)} [{_fmt(d['lo'], True)}, {_fmt(d['hi'], True)}]" for d in diffs)
-        rows.append([task, result["metric_name"], ", ".join(p.replace("->", " → ") for p in result["primary_pairs"]),
-                     winner or "n/a", _fmt(result["primary"].get(winner)), versus or "(is the baseline)"])
-    return ["## Winner per task", "", "On the in-language pairs (mean over seeds):", "",
-            *_table(["task", "metric", "pairs", "winner", "score", "vs baseline"], rows), ""]
+        for pair, decided in result["winners"].items():
+            best = decided["winner"]
+            rows.append([task, result["metric_name"], pair.replace("->", " → "),
+                         best or "no clear winner", _fmt(result["scores"][best][pair]["mean"]) if best else "-",
+                         ", ".join(decided["tied"]) if not best else "-"])
+    return ["## Winner per task", "",
+            "On each in-language pair: the model that beats every other model beyond the adjusted interval; "
+            "otherwise no clear winner, and the tied models (those no model beats). A pair left out of "
+            "compare.pairs decides nothing.", "",
+            *_table(["task", "metric", "train → test", "winner", "score (mean)", "tied"], rows), ""]
 
 
 def _matrix_section(study: Study, comparison: dict[str, Any]) -> list[str]:
@@ -163,7 +235,7 @@ def _matrix_section(study: Study, comparison: dict[str, Any]) -> list[str]:
         result = comparison[task.name]
         header = ["model", "train", *task.test_languages]
         rows = [[m, t, *(_fmt(result["scores"][m][f"{t}->{e}"]["mean"]) for e in task.test_languages)]
-                for m in study.models for t in task.train_languages]
+                for m in study.replicates for t in task.train_languages]
         lines += [f"### {task.name} ({result['metric_name']})", "", *_table(header, rows), ""]
     plots = sorted((study.grid_dir / "plots").glob("heatmap-*.png"))
     lines += [f"![{p.stem}]({p.relative_to(study.out)})" for p in plots]
@@ -201,8 +273,8 @@ def _label_space_section(study: Study, collected: Collected) -> list[str]:
 def _per_type_section(study: Study, collected: Collected) -> list[str]:
     """Per NER task: the headline metric per entity type, per model, mean over seeds."""
     lines = ["## Per-type scores", "", f"NER only: {METRIC_NAMES[('ner', 'f1')]} per entity type (the scored types), "
-             "mean over seeds; support: gold entities in the test set.", ""]
-    models = list(study.models)
+             "mean over runs; support: gold entities in the test set.", ""]
+    models = list(study.replicates)
     for task in study.cfg.tasks:
         if study.kind(task) != "ner":
             continue
@@ -223,17 +295,86 @@ def _per_type_section(study: Study, collected: Collected) -> list[str]:
     return lines if len(lines) > 4 else []
 
 
-def _analysis_section(study: Study) -> list[str]:
+def _why_rows(study: Study, comparison: dict[str, Any], analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per variant, task and language pair: the gain over the baseline beside the change in masked-LM perplexity
+    and the variant's pretraining-corpus coverage, on the test text (and the training text), mean over replicates."""
+    perplexity, coverage = analysis.get("perplexity", {}), analysis.get("mix_coverage", {})
+
+    def mean(values: list[float | None]) -> float | None:
+        return _mean([v for v in values if v is not None])
+
+    rows = []
+    for task in study.cfg.tasks:
+        result = comparison[task.name]
+        for variant in study.cfg.variants:
+            replicates = study.replicates[variant]
+            for t in task.train_languages:
+                for e in task.test_languages:
+                    texts = {"test": f"{task.name}/{e}/test", "train": f"{task.name}/{t}/train"}
+                    stats = result["scores"]
+                    gain = None if None in (stats[variant][f"{t}->{e}"]["mean"], stats[BASELINE][f"{t}->{e}"]["mean"]) \
+                        else stats[variant][f"{t}->{e}"]["mean"] - stats[BASELINE][f"{t}->{e}"]["mean"]
+                    row = {"variant": variant, "task": task.name, "pair": f"{t} → {e}", "gain": gain}
+                    for split, text in texts.items():
+                        base = perplexity.get(BASELINE, {}).get(text)
+                        row[f"perplexity_change_{split}"] = mean(
+                            [perplexity[r][text] - base for r in replicates
+                             if base is not None and text in perplexity.get(r, {})])
+                        row[f"coverage_{split}"] = mean([coverage.get(r, {}).get(text) for r in replicates])
+                    row.update(perplexity_change=row["perplexity_change_test"], coverage=row["coverage_test"])
+                    rows.append(row)
+    return rows
+
+
+def _why_section(study: Study, comparison: dict[str, Any], collected: Collected) -> list[str]:
+    """The gains linked to the measurements that should explain them, with Spearman correlations across the
+    (variant, task, language pair) rows; then NER's per-type gains; then the analysis's own tables."""
+    from medtrain.study.analysis import linkage
+
+    analysis = json.loads((study.analysis_dir / "analysis.json").read_text(encoding="utf-8"))
+    rows = _why_rows(study, comparison, analysis)
+    usable = [r for r in rows if None not in (r["gain"], r["perplexity_change"], r["coverage"])]
+    link = linkage(usable)
+    table = [[r["variant"], r["task"], r["pair"], _fmt(r["gain"], True), _fmt(r["perplexity_change_test"], True),
+              _fmt(r["perplexity_change_train"], True), _fmt(r["coverage_test"]), _fmt(r["coverage_train"])]
+             for r in rows]
+    rho = {k: "n/a" if link[k] is None else f"{link[k]:+.2f}" for k in ("gain_vs_perplexity", "gain_vs_coverage")}
+    lines = ["## Why: the gains beside the data behind them", "",
+             "Per variant, task and language pair: the gain over the baseline (task metric, mean over runs), the "
+             "change in masked-LM perplexity (variant − baseline; negative: the variant knows the text better) and "
+             "the share of the text's running words that the variant's pretraining corpora contain, on the test "
+             "text of the test language and on the training text of the training language.", "",
+             *_table(["variant", "task", "train → test", "gain", "Δ perplexity (test text)",
+                      "Δ perplexity (training text)", "coverage (test text)", "coverage (training text)"], table),
+             "", f"Spearman correlation across the {link['n']} rows: gain vs Δ perplexity {rho['gain_vs_perplexity']} "
+                 f"(a gain should come with a drop: negative), gain vs coverage {rho['gain_vs_coverage']}."
+                 + (f" {link['caveat']}" if link["caveat"] else ""), "", *_per_type_gains(study, collected)]
     text = (study.analysis_dir / "analysis.md").read_text(encoding="utf-8")
     demoted = [("#" + line) if line.startswith("#") else line for line in text.splitlines()]
     plots = [p for p in ("overlap.png", "perplexity.png") if (study.analysis_dir / p).is_file()]
-    return ["## Why: the data behind the differences", "",
-            "Masked-LM perplexity on each task's training text, and how much of that text each pretraining corpus "
-            "covers, explain which adaptation helps where.", "", *demoted, "",
-            *(f"![{p}](analysis/{p})" for p in plots), ""]
+    return [*lines, "### The measurements", "", *demoted, "", *(f"![{p}](analysis/{p})" for p in plots), ""]
+
+
+def _per_type_gains(study: Study, collected: Collected) -> list[str]:
+    """NER: each variant's gain over the baseline per entity type (mean per-type F1 over runs)."""
+    rows = []
+    for (task, model, train, lang), runs in collected.per_type.items():
+        base = collected.per_type.get((task, BASELINE, train, lang), [])
+        if model == BASELINE or not base:
+            continue
+        for entity_type in sorted({t for p in runs + base for t in p}):
+            a = _mean([p[entity_type]["f1"] if entity_type in p else None for p in base])
+            b = _mean([p[entity_type]["f1"] if entity_type in p else None for p in runs])
+            rows.append([model, task, f"{train} → {lang}", entity_type,
+                         _fmt(None if a is None or b is None else b - a, True)])
+    if not rows:
+        return []
+    return ["### Per-type gains (NER)", "", f"Variant − baseline, {METRIC_NAMES[('ner', 'f1')]} per type, mean over "
+            "runs.", "", *_table(["variant", "task", "train → test", "type", "gain"], sorted(rows)), ""]
 
 
 def _models_section(study: Study) -> list[str]:
+    """Where each model starts, what it read and how it was mixed, and the token share each corpus really had."""
     cfg = study.cfg
     lines = ["## Models", ""]
     if cfg.baseline.model is not None:
@@ -242,22 +383,52 @@ def _models_section(study: Study) -> list[str]:
         lines.append(f"- **{BASELINE}**: pretrained here on {', '.join(cfg.baseline.pretrain.corpora)} "
                      f"({study.pretrain[BASELINE].train.max_steps} steps)")
     for name, run in cfg.variants.items():
-        lines.append(f"- **{name}**: {BASELINE} + {study.pretrain[name].train.max_steps} steps on "
-                     f"{', '.join(f'{c} ({w:g})' for c, w in run.corpora.items())}")
+        first = study.replicates[name][0]
+        mix = run.sampling + (f", T = {run.temperature:g}" if run.sampling == "temperature" else "")
+        vocabulary = f"; vocabulary + {run.vocabulary.add} words" if run.vocabulary else ""
+        seeds = f"; {len(cfg.pretrain_seeds)} replicates (pretraining seeds {', '.join(map(str, cfg.pretrain_seeds))})" \
+            if cfg.pretrain_seeds else ""
+        lines.append(f"- **{name}**: {run.start} + {study.pretrain[first].train.max_steps} steps on "
+                     f"{', '.join(f'{c} ({w:g})' for c, w in run.corpora.items())}, sampling {mix}{vocabulary}{seeds}")
     seeds = " ".join(map(str, cfg.seeds))
-    lines += ["", f"Fine-tuned on {len(cfg.tasks)} tasks with seeds {seeds}; the table shows mean ± std over seeds.",
-              ""]
+    lines += ["", f"Fine-tuned on {len(cfg.tasks)} tasks with seeds {seeds}; the table shows mean ± std over runs "
+              "(every pretraining replicate and fine-tuning seed).", "", *_token_share_table(study)]
     return lines
 
 
+def _token_share_table(study: Study) -> list[str]:
+    """Per pretraining run, each corpus's realised share of the training tokens (mixture.json), with the target
+    share in parentheses; the mean over a model's replicates."""
+    shares: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for model, replicates in study.replicates.items():
+        for replicate in replicates:
+            path = study.pretrain_dir(replicate) / "mixture.json"
+            if replicate in study.pretrain and path.is_file():
+                corpora = json.loads(path.read_text(encoding="utf-8"))["corpora"]
+                for corpus, row in corpora.items():
+                    shares.setdefault(model, {}).setdefault(corpus, []).append((row["share"], row["target"]))
+    corpora = [c for c in study.corpus_names if any(c in row for row in shares.values())]
+    if not corpora:
+        return []
+    rows = [[model, *(_share(row.get(c, [])) for c in corpora)] for model, row in shares.items()]
+    return ["Realised share of each pretraining run's training tokens per corpus (target in parentheses):", "",
+            *_table(["model", *corpora], rows), ""]
+
+
+def _share(values: list[tuple[float, float]]) -> str:
+    if not values or not any(share or target for share, target in values):
+        return "-"
+    return f"{np.mean([s for s, _ in values]):.3f} ({np.mean([t for _, t in values]):.3f})"
+
+
 def plot_differences(comparison: dict[str, Any], path: Path) -> None:
-    """Each variant's difference from the baseline with its interval, one row per task and language pair."""
+    """Every difference (b - a) with its raw interval, one row per task, pair of models and language pair."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{task} {d['variant']} {d['train']}→{d['test']}", d) for task, r in comparison.items()
+    rows = [(f"{task} {d['variant']}−{d['against']} {d['train']}→{d['test']}", d) for task, r in comparison.items()
             for d in r["differences"] if d["delta"] is not None]
     figure, ax = plt.subplots(figsize=(6.5, 0.8 + 0.3 * len(rows)), layout="constrained")
     for i, (_, d) in enumerate(rows):
@@ -267,7 +438,7 @@ def plot_differences(comparison: dict[str, Any], path: Path) -> None:
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("variant - baseline (task metric), with interval")
+    ax.set_xlabel("b - a (task metric), with raw interval")
     with atomic_open(path, "wb") as f:
         figure.savefig(f, format="png", dpi=120)
     plt.close(figure)
@@ -297,7 +468,7 @@ def stage_report(study: Study, say: Say) -> str:
     lines = [f"# Study report: {study.out.name}", "", *_models_section(study), "## Results", "", table,
              *_winners_section(comparison), *_differences_section(comparison, study.cfg.compare),
              *_matrix_section(study, comparison), *_label_space_section(study, collected),
-             *_per_type_section(study, collected), *_analysis_section(study),
+             *_per_type_section(study, collected), *_why_section(study, comparison, collected),
              "## All fine-tuning runs", "",
              f"From `medtrain results {study.grid_dir}`; its F1, precision and recall are {_F1_WORDS} "
              "(the tables above name each task's own metric):", "", all_runs]

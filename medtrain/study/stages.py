@@ -2,8 +2,11 @@
 run continues where the first stopped and redoes nothing complete (the report is `medtrain.study.report`):
 
     1. prepare    corpora -> OUTPUT_DIR/shards/                 complete: manifest.json (prepare writes it last)
-    2. pretrain   the baseline (when it is pretrained here), then each variant continuing from it
-                  -> OUTPUT_DIR/pretrain/<name>/                complete: export/ newer than the last checkpoint
+                  and per variant with `vocabulary:` its extended tokenizer -> OUTPUT_DIR/vocabulary/<name>/
+                  and the corpora tokenized with it -> OUTPUT_DIR/shards-<name>/
+    2. pretrain   the baseline (when it is pretrained here), then each variant's replicates, parents first,
+                  each continuing from its parent -> OUTPUT_DIR/pretrain/<replicate>/
+                                                                complete: export/ newer than the last checkpoint
     3. finetune   one grid (OUTPUT_DIR/grid.yaml): models x tasks x training languages x seeds, each run tested
                   on every test language -> OUTPUT_DIR/grid/runs/<signature>/   complete: results.json
     4. analyze    fertility, corpus-task overlap, perplexity -> OUTPUT_DIR/analysis/   complete: analysis.json
@@ -11,8 +14,8 @@ run continues where the first stopped and redoes nothing complete (the report is
 
 executor: local runs each pretraining run as a subprocess (`deepspeed --num_gpus N medtrain/pretrain.py`, or
 `python medtrain/pretrain.py` for one rank) and the grid through its local executor. executor: slurm submits
-the pretraining runs as SLURM jobs (the variants wait for the baseline: afterok) and the grid as one array that
-waits for all of them.
+the pretraining runs as SLURM jobs (each waits for the one it continues from: afterok) and the grid as one array
+that waits for all of them.
 """
 
 from __future__ import annotations
@@ -41,13 +44,47 @@ from medtrain.study.plan import Say, Study
 
 
 def stage_prepare(study: Study, say: Say) -> None:
+    """For each variant with `vocabulary:` (parents first) its extended tokenizer, then the shards, then the
+    corpora tokenized with each extended tokenizer, so everything a pretraining run reads exists before any run
+    starts (and a vocabulary.add the corpora cannot fill stops the study before the long tokenizing)."""
     from medtrain.data.pack import prepare
 
+    extending = [m for m in study.replicates if m != BASELINE and study.cfg.variants[m].vocabulary is not None]
+    for model in extending:
+        _extend_vocabulary(study, model, say)
     if (study.shards / "manifest.json").is_file():
         say(f"[1/5] prepare: {study.shards} is complete")
+    else:
+        say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora -> {study.shards}")
+        prepare(study.prepare)
+    for model in extending:
+        shards = study.shards_for(model)
+        if not (shards / "manifest.json").is_file():
+            say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora with {model}'s tokenizer -> {shards}")
+            prepare(dataclasses.replace(study.prepare, tokenizer=study.tokenizer_for(model), output_dir=shards))
+
+
+def _extend_vocabulary(study: Study, model: str, say: Say) -> None:
+    """The variant's tokenizer: its parent's plus the most frequent whole words of its corpora that the parent's
+    splits into 3+ pieces (medtrain.data.vocab_extension)."""
+    from medtrain.data.corpus import CorpusReader
+    from medtrain.data.tokenizer import load_tokenizer
+    from medtrain.data.vocab_extension import extend_tokenizer, select_words
+
+    out = study.vocabulary_dir(model)
+    if (out / "vocabulary_extension.json").is_file():
         return
-    say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora -> {study.shards}")
-    prepare(study.prepare)
+    run = study.cfg.variants[model]
+    base = study.tokenizer_for(run.start) if run.start != BASELINE else Path(study.prepare.tokenizer)
+    readers = [CorpusReader(c, study.prepare.corpus_path(c)) for c in study.prepare.corpora
+               if run.corpora.get(c.name, 0.0) > 0]
+    texts = (document.text for reader in readers for document in reader)
+    try:
+        words = select_words(texts, load_tokenizer(base), run.vocabulary)
+    except ValueError as exc:
+        raise UserError(f"variants.{model}.vocabulary.add: {exc}") from None
+    extend_tokenizer(base, words, out)
+    say(f"[1/5] prepare: {model}'s tokenizer + {len(words)} words -> {out}")
 
 
 # ----------------------------------------------------------------------------- stage 2: pretrain
@@ -114,7 +151,8 @@ def stage_pretrain(study: Study, say: Say) -> tuple[list[str], bool]:
             waiting[name] = jobs[name]
             say(f"[2/5] pretrain {name}: SLURM job {jobs[name]} is still pending or running")
             continue
-        after = [waiting[BASELINE]] if name != BASELINE and BASELINE in waiting else []
+        parent = study.parent(name) if name != BASELINE else None
+        after = [waiting[parent]] if parent in waiting else []
         submission = submit_pretrain(_write_pretrain_config(study, name), resources=study.cfg.slurm.pretrain,
                                      after=after)
         waiting[name] = jobs[name] = submission.job_id
@@ -177,16 +215,25 @@ def stage_finetune(study: Study, after: Sequence[str], pretrain_resubmitted: boo
 
 
 def analyze_config(study: Study) -> AnalyzeConfig:
+    """Every task's training text and each test language's test text; the base tokenizer and each extended one;
+    per replicate, the corpora its lineage was pretrained on (the adaptation data whose coverage is measured)."""
     texts = []
     for t in study.cfg.tasks:
-        for lang in t.train_languages:
-            source = study.reading(t, lang, "train")
-            texts.append(TaskText(name=f"{t.name}/{lang}", kind=study.kind(t), path=study.split(t, lang, "train"),
-                                  language=lang, format=source.format, columns=source.columns))
+        for lang, split in [(lang, "train") for lang in t.train_languages] + [(lang, "test") for lang in
+                                                                              t.test_languages]:
+            source = study.reading(t, lang, split)
+            texts.append(TaskText(name=f"{t.name}/{lang}/{split}", kind=study.kind(t), split=split,
+                                  path=study.split(t, lang, split), language=lang, format=source.format,
+                                  columns=source.columns))
     corpora = [dataclasses.replace(c, path=study.prepare.corpus_path(c)) for c in study.prepare.corpora]
+    runs = {BASELINE: study.cfg.baseline.pretrain, **study.cfg.variants}
+    mixtures = {r: sorted({c for m in (study.cfg.lineage(study.model_of[r]) or [BASELINE]) if runs[m]
+                           for c, w in runs[m].corpora.items() if w > 0}) for r in study.models}
+    tokenizers = {m: study.vocabulary_dir(m) for m in study.cfg.variants if study.cfg.variants[m].vocabulary}
     return AnalyzeConfig(output_dir=study.analysis_dir, tokenizer=study.shards / "tokenizer", corpora=corpora,
                          tasks=texts, models=dict(study.models), max_documents=study.cfg.analysis.max_documents,
-                         seq_len=study.prepare.seq_len, perplexity_sequences=study.cfg.analysis.perplexity_sequences)
+                         seq_len=study.prepare.seq_len, perplexity_sequences=study.cfg.analysis.perplexity_sequences,
+                         tokenizers=tokenizers, mixtures={r: c for r, c in mixtures.items() if c})
 
 
 def stage_analyze(study: Study, say: Say) -> None:
@@ -195,7 +242,9 @@ def stage_analyze(study: Study, say: Say) -> None:
     if done.is_file():
         previous = json.loads(done.read_text(encoding="utf-8"))
         if set(previous["perplexity"]) == set(cfg.models) and \
-                {t for row in previous["perplexity"].values() for t in row} == {t.name for t in cfg.tasks}:
+                {t for row in previous["perplexity"].values() for t in row} == {t.name for t in cfg.tasks} and \
+                set(previous.get("mix_coverage", {})) == set(cfg.mixtures) and \
+                set(previous.get("fertility", {})) == {"base", *cfg.tokenizers}:
             say(f"[4/5] analyze: {done} is complete")
             return
     say(f"[4/5] analyze: {len(cfg.corpora)} corpora, {len(cfg.tasks)} task texts, {len(cfg.models)} models")

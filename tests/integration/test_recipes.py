@@ -72,7 +72,8 @@ def test_grid_demo_as_a_slurm_array(slurm_cluster, demo: Demo) -> None:
 
 def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
     """Submission only, from an edited copy as its comment says (paths and slurm sections as overrides): each
-    variant is one pretraining job, the fine-tuning array waits for all of them; then everything is cancelled."""
+    variant's replicate is one pretraining job, a staged one after its parent's (afterok), the fine-tuning array
+    waits for all of them; then everything is cancelled."""
     [command] = demo.documented("study-cluster")
     shutil.copy(resolve_config_path("study-cluster"), demo.root / command[-1])
     packaged, _ = read_yaml(resolve_config_path("study-cluster"))
@@ -87,12 +88,18 @@ def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
     try:
         demo.check([*command, *overrides])
         jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
-        assert set(jobs) == set(packaged["variants"])
+        seeds = packaged["pretrain_seeds"]
+        assert set(jobs) == {f"{v}-seed{s}" for v in packaged["variants"] for s in seeds}  # a job per replicate
+        for name, variant in packaged["variants"].items():  # a staged variant's replicate waits for its parent's
+            if "from" in variant:
+                for s in seeds:
+                    assert f"afterok:{jobs[variant['from'] + f'-seed{s}']}" in \
+                        job_info(jobs[f"{name}-seed{s}"])["Dependency"]
         [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
         dependency = job_info(array)["Dependency"]
         assert all(job in dependency for job in jobs.values()), dependency
         grid = yaml.safe_load((out / "grid.yaml").read_text(encoding="utf-8"))
-        assert len(grid["axes"]["model"]) == 1 + len(packaged["variants"])  # the baseline and each variant
+        assert len(grid["axes"]["model"]) == 1 + len(jobs)  # the baseline and each replicate
     finally:
         if jobs:
             subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)

@@ -52,7 +52,8 @@ def study_yaml(path: Path, data: Path, out: Path, **changes: Any) -> Path:
 
 def difference(out: Path, task: str, variant: str = "clinical") -> dict[str, Any]:
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    [d] = [d for d in report["tasks"][task]["differences"] if d["variant"] == variant and d["in_language"]]
+    [d] = [d for d in report["tasks"][task]["differences"]
+           if d["variant"] == variant and d["against"] == "baseline" and d["in_language"]]
     return d
 
 
@@ -69,8 +70,8 @@ def test_clinical_variant_beats_the_baseline_beyond_the_interval(demo: Demo, tas
 def test_report_has_table_winners_differences_matrix_and_analysis(demo: Demo) -> None:
     out, printed = demo.out, demo.printed
     report = (out / "report.md").read_text(encoding="utf-8")
-    for heading in ("## Results", "## Winner per task", "## Difference from the baseline", "## Cross-lingual matrix",
-                    "## Label spaces", "## Per-type scores", "## Why: the data behind the differences",
+    for heading in ("## Results", "## Winner per task", "## Pairwise differences", "## Cross-lingual matrix",
+                    "## Label spaces", "## Per-type scores", "## Why: the gains beside the data behind them",
                     "## All fine-tuning runs"):
         assert heading in report
     # the three languages' type sets, mapped to MoNERo's: every NER task's label space and per-type table
@@ -119,25 +120,30 @@ def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(demo
 
 def test_on_slurm_the_finetuning_array_waits_for_the_pretraining_jobs(
         slurm_cluster, sample_data: Path, tmp_path: Path) -> None:
-    """Submission only: the variant waits for the baseline (afterok), the array for both; then cancel. The
-    baseline may not begin for an hour, so every job stays pending while the test looks."""
+    """Submission only: the variant waits for the baseline (afterok), a staged variant for the one it continues
+    from, the array for all; then cancel. The baseline may not begin for an hour, so every job stays pending
+    while the test looks."""
     out = tmp_path / "out"
+    study, _ = read_yaml(resolve_config_path("study-demo"))
+    staged = {"from": "clinical", "corpora": study["variants"]["biomedical"]["corpora"]}
     config = study_yaml(tmp_path / "study.yaml", sample_data, out, executor="slurm", slurm={
         "pretrain": {"partition": slurm_cluster.partition, "tasks_per_node": 1, "time_min": 5,
                      "extra": {"additional_parameters": {"begin": "now+1hour"}}},
-        "finetune": {"partition": slurm_cluster.partition, "time_min": 5}})
+        "finetune": {"partition": slurm_cluster.partition, "time_min": 5}},
+        variants={"clinical": study["variants"]["clinical"], "clinical-biomedical": staged})
     jobs: dict[str, str] = {}
     try:
         assert medtrain(["study", str(config)]) == 0
         jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
-        assert set(jobs) == {"baseline", "clinical"}
+        assert set(jobs) == {"baseline", "clinical", "clinical-biomedical"}
         assert f"afterok:{jobs['baseline']}" in job_info(jobs["clinical"])["Dependency"]
+        assert f"afterok:{jobs['clinical']}" in job_info(jobs["clinical-biomedical"])["Dependency"]
         [array] = {r["job_id"].split("_")[0] for r in load_jobs(out / "grid").values()}
         dependency = job_info(array)["Dependency"]
-        assert jobs["baseline"] in dependency and jobs["clinical"] in dependency
+        assert all(job in dependency for job in jobs.values()), dependency
         again = run_study(config, timeout=300)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert again.stdout.count("is still pending or running") == 2  # nothing submitted twice
+        assert again.stdout.count("is still pending or running") == 3  # nothing submitted twice
     finally:
         if jobs:
             subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)

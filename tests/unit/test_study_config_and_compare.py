@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,32 +28,35 @@ def scores(rows: list[tuple[int, int, int]], units: tuple[str, ...] | None = Non
 
 def noisy_cell(rng: np.random.Generator, hit_rate: float, seeds: int = 3, units: int = 60) -> Cell:
     """Seeds of a model finding each of 5 gold entities per document with probability hit_rate."""
-    return Cell([scores([(int(tp), int(tp), 5) for tp in rng.binomial(5, hit_rate, units)]) for _ in range(seeds)])
+    return Cell([[scores([(int(tp), int(tp), 5) for tp in rng.binomial(5, hit_rate, units)]) for _ in range(seeds)]])
 
 
 def test_clearly_better_variant_has_an_interval_above_zero() -> None:
     rng = np.random.default_rng(0)
     base, better = noisy_cell(rng, 0.4), noisy_cell(rng, 0.8)
     d = difference(base, better, CompareConfig(bootstrap=300))
-    assert d["delta"] == pytest.approx(better.mean() - base.mean())
-    assert 0 < d["lo"] < d["delta"] < d["hi"]
+    assert d.delta == pytest.approx(better.mean() - base.mean())
+    lo, hi = d.interval(0.05)
+    assert 0 < lo < d.delta < hi
 
 
 def test_equal_models_have_an_interval_around_zero() -> None:
     rng = np.random.default_rng(1)
     d = difference(noisy_cell(rng, 0.6), noisy_cell(rng, 0.6), CompareConfig(bootstrap=300))
-    assert d["lo"] < 0 < d["hi"]
+    lo, hi = d.interval(0.05)
+    assert lo < 0 < hi
 
 
 def test_seed_variance_widens_the_interval() -> None:
     """One model gives the same scores with every seed, the other does not: its interval must be wider."""
     rng = np.random.default_rng(2)
     base = noisy_cell(rng, 0.5)
-    steady = Cell([scores([(3, 3, 5)] * 60)] * 3)
-    erratic = Cell([scores([(1, 1, 5)] * 60), scores([(3, 3, 5)] * 60), scores([(5, 5, 5)] * 60)])
+    steady = Cell([[scores([(3, 3, 5)] * 60)] * 3])
+    erratic = Cell([[scores([(1, 1, 5)] * 60), scores([(3, 3, 5)] * 60), scores([(5, 5, 5)] * 60)]])
     cfg = CompareConfig(bootstrap=300)
     narrow, wide = difference(base, steady, cfg), difference(base, erratic, cfg)
-    assert wide["hi"] - wide["lo"] > 2 * (narrow["hi"] - narrow["lo"])
+    (nlo, nhi), (wlo, whi) = narrow.interval(0.05), wide.interval(0.05)
+    assert whi - wlo > 2 * (nhi - nlo)
 
 
 def test_pairing_removes_shared_test_set_difficulty() -> None:
@@ -62,13 +66,13 @@ def test_pairing_removes_shared_test_set_difficulty() -> None:
     gold = rng.integers(2, 20, 80)
     base_rows = [(int(g // 3), int(g // 3), int(g)) for g in gold]
     var_rows = [(tp + 1, p + 1, g) for tp, p, g in base_rows]
-    d = difference(Cell([scores(base_rows)] * 2), Cell([scores(var_rows)] * 2), CompareConfig(bootstrap=300))
-    assert d["lo"] > 0
+    d = difference(Cell([[scores(base_rows)] * 2]), Cell([[scores(var_rows)] * 2]), CompareConfig(bootstrap=300))
+    assert d.interval(0.05)[0] > 0
 
 
 def test_different_test_units_are_refused() -> None:
-    a = Cell([scores([(1, 1, 1)], ("a",))] * 2)
-    b = Cell([scores([(1, 1, 1)], ("b",))] * 2)
+    a = Cell([[scores([(1, 1, 1)], ("a",))] * 2])
+    b = Cell([[scores([(1, 1, 1)], ("b",))] * 2])
     with pytest.raises(UserError, match="different documents or patients"):
         difference(a, b, CompareConfig(bootstrap=10))
 
@@ -166,3 +170,59 @@ def test_study_config_and_analysis_config_import_no_torch() -> None:
     code = ("import sys, medtrain.study.config, medtrain.study.analysis, medtrain.study.compare; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+STAGED = "variants.staged={from: clinical, corpora: {clinical_nl: 1.0}}"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["variants.staged={from: clinicl, corpora: {clinical_nl: 1.0}}"],
+     "variants.staged.from: unknown model 'clinicl'"),
+    ([STAGED, "variants.clinical.from=staged"], "a cycle"),
+    (["compare.pairs=[[clinical, biomedicl]]"], "compare.pairs.0: unknown model 'biomedicl'"),
+    (["variants.clinical.temperature=0"], "temperature must be > 0"),
+    (["variants.clinical.sampling=temprature"], "must be one of"),
+    (["pretrain_seeds=[1, 1]"], "pretrain_seeds: distinct seeds"),
+])
+def test_bad_study_design_is_one_line_naming_file_and_key_and_nothing_is_written(
+        tmp_path: Path, sample_dir: Path, overrides: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    from medtrain.cli import run as medtrain
+
+    out = tmp_path / "study"
+    assert medtrain(["study", "study-demo", f"data_dir={sample_dir}", f"output_dir={out}", *overrides]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "study-demo.yaml" in line and re.search(message, line), line
+    assert not out.exists()
+
+
+def test_staged_variants_run_after_their_parent_each_replicate_from_its_parent_s(tmp_path: Path,
+                                                                                  sample_dir: Path) -> None:
+    study = Study(study_config(tmp_path, sample_dir, "pretrain_seeds=[3, 4]",
+                               "variants.staged={from: biomedical, corpora: {clinical_nl: 1.0}, "
+                               "sampling: temperature, temperature: 2.0}"))
+    order = list(study.pretrain)
+    assert order.index("biomedical-seed3") < order.index("staged-seed3")
+    assert study.pretrain["staged-seed4"].model.init == study.models["biomedical-seed4"]
+    assert study.pretrain["clinical-seed3"].model.init == study.models[BASELINE]
+    assert [study.pretrain[r].train.seed for r in study.replicates["staged"]] == [3, 4]
+    assert (study.pretrain["staged-seed3"].data.sampling, study.pretrain["staged-seed3"].data.temperature) == \
+           ("temperature", 2.0)
+    assert list(study.models) == [BASELINE, *(f"{v}-seed{s}" for v in ("clinical", "biomedical",
+                                                                         "biomedical-clinical", "staged")
+                                              for s in (3, 4))]
+    # default comparisons: each variant vs the baseline, then each pair of variants
+    pairs = study.cfg.comparisons()
+    assert pairs[:4] == [(BASELINE, v) for v in study.cfg.variants] and len(pairs) == 4 + 6
+
+
+def test_a_vocabulary_variant_and_its_children_read_shards_of_its_tokenizer(tmp_path: Path,
+                                                                             sample_dir: Path) -> None:
+    study = Study(study_config(tmp_path, sample_dir, "variants.clinical.vocabulary={add: 10}",
+                               "variants.staged={from: clinical, corpora: {clinical_nl: 1.0}}"))
+    extended = study.vocabulary_dir("clinical")
+    clinical, staged = study.pretrain["clinical"], study.pretrain["staged"]
+    assert clinical.model.vocabulary_extension == extended / "vocabulary_extension.json"
+    assert clinical.model.tokenizer == extended  # the export carries the extended tokenizer
+    assert clinical.data.shards == staged.data.shards == study.out / "shards-clinical"
+    assert staged.model.vocabulary_extension is None and staged.model.init == study.models["clinical"]
+    assert study.pretrain["biomedical"].data.shards == study.shards

@@ -19,6 +19,7 @@ def fake_study(tmp_path: Path) -> SimpleNamespace:
     kinds = {"ner-es": "ner", "scr-nl": "screening"}
     return SimpleNamespace(cfg=SimpleNamespace(tasks=[SCREENING, NER]), kind=lambda t: kinds[t.name],
                            models={"baseline": tmp_path / "b", "clinical": tmp_path / "c"}, out=tmp_path,
+                           replicates={"baseline": ["baseline"], "clinical": ["clinical"]},
                            grid_dir=tmp_path / "grid")
 
 

@@ -2,7 +2,7 @@
 
 Determinism: each file has its own `random.Random`, seeded by sha256 of (seed, file); no global random
 state, no clocks. The same seed gives byte-identical files, tokenizer included (its vocabulary is chosen by
-count, ties broken by the word: tokenizer.train_wordpiece), except prepare.yaml, which holds the OUT path.
+count, ties broken by the string: tokenizer.train_wordpiece), except prepare.yaml, which holds the OUT path.
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ def _write_screening_split(path: Path, language: str, split: str, rng: random.Ra
     return ScreeningCount(language, split, n_patients, notes, len(positives), long_notes)
 
 
-def _corpus_texts(out: Path) -> Iterator[str]:
+def _corpus_texts(out: Path, domains: Sequence[str] = DOMAINS) -> Iterator[str]:
     """Stream the corpora back for tokenizer training, so memory stays flat at any scale."""
-    for domain in DOMAINS:
+    for domain in domains:
         for language in LANGUAGES:
             with open(out / "corpora" / f"{domain}_{language}.jsonl", encoding="utf-8") as f:
                 yield from (json.loads(line)["text"] for line in f)
@@ -153,11 +153,14 @@ def _corpus_texts(out: Path) -> Iterator[str]:
 def _write_tokenizer(out: Path) -> int:
     """Build into a temporary folder, then swap it in, so a kill never leaves a half-written tokenizer.
 
-    Returns the vocabulary size, which stays below VOCAB_SIZE when the corpora have fewer distinct words.
+    Like multilingual BERT on medical text: the general corpora's words are whole, and clinical and biomedical
+    terms split into a few fragments (train_wordpiece's whole_word_texts), so fertility differs by domain.
+    Returns the vocabulary size, which stays below VOCAB_SIZE when the corpora have fewer distinct fragments.
     """
     final, tmp = out / "tokenizer", out / ".tokenizer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    vocab_size = len(train_wordpiece(_corpus_texts(out), tmp, vocab_size=VOCAB_SIZE))
+    vocab_size = len(train_wordpiece(_corpus_texts(out), tmp, vocab_size=VOCAB_SIZE,
+                                     whole_word_texts=_corpus_texts(out, ("general",))))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return vocab_size
@@ -213,7 +216,8 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
   terms never occur in the es and nl train and dev splits, only in test (and in the corpora).
 - `screening/<lang>/<split>.jsonl`: `{"patient_id", "note_id", "text", "label"}`, 2-5 notes per patient, the
   patient's label (heart failure, about 15% positive) repeated on each note; many notes exceed 512 wordpieces.
-- `tokenizer/`: a WordPiece tokenizer built from the corpora's words (`AutoTokenizer.from_pretrained`).
+- `tokenizer/`: a WordPiece tokenizer built from the corpora (`AutoTokenizer.from_pretrained`): like multilingual
+  BERT on medical text, general words are whole and clinical and biomedical terms split into a few pieces.
 - `prepare.yaml`: a ready config for `medtrain prepare` listing the nine corpora.
 """
 
