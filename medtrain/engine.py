@@ -1,5 +1,6 @@
 """The only module that imports DeepSpeed: process group, config assembly, `deepspeed.initialize`,
-ZeRO gathering for export, and DeepSpeed's memory estimates (for the benchmarks).
+ZeRO gathering for export, the conversion of a checkpoint for another world size (DeepSpeed's universal
+checkpoint), and DeepSpeed's memory estimates (for the benchmarks).
 
 Behind these few functions the rest of medtrain takes plain values, and a DeepSpeed upgrade touches one
 file. A `ds_configs/*.json` file chooses the ZeRO stage and offload. Batch sizes, accumulation, learning
@@ -10,8 +11,10 @@ before training with a message naming both values.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -44,6 +47,8 @@ class EngineSpec:
     eps: float = 1e-6
     grad_clip: float = 1.0
     precision: Precision = "fp32"
+    load_universal: bool = False
+    """Resume from a checkpoint converted by `to_universal` (a different world size wrote the original)."""
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: Schedule, min_lr_ratio: float) -> float:
@@ -118,6 +123,8 @@ def build_ds_config(spec: EngineSpec, world_size: int) -> dict[str, Any]:
         # Offloaded optimizer states need DeepSpeed's own CPU Adam, built from this section.
         ds["optimizer"] = {"type": "AdamW", "params": {"lr": spec.lr, "betas": list(spec.betas), "eps": spec.eps,
                                                        "weight_decay": spec.weight_decay}}
+    if spec.load_universal:
+        ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
     ds.setdefault("steps_per_print", 10**9)  # medtrain's monitor logs; keep DeepSpeed quiet
     ds.setdefault("wall_clock_breakdown", False)
     return ds
@@ -186,6 +193,28 @@ def initialize(model: torch.nn.Module, spec: EngineSpec, world_size: int) -> Any
         model=model, model_parameters=_param_groups(model, spec.weight_decay), optimizer=optimizer,
         lr_scheduler=schedule, config=ds_config, dist_init_required=False)
     return engine
+
+
+def partitioned_by_world(checkpoint_folder: Path) -> bool:
+    """Whether a checkpoint's optimizer state is cut per data-parallel rank (ZeRO 1-3, or bf16 at ZeRO 0), so that
+    another world size needs `to_universal`; fp32 ZeRO 0 keeps one whole optimizer state any world size loads."""
+    return any(Path(checkpoint_folder).glob("*optim_states.pt"))
+
+
+def to_universal(checkpoint_folder: Path, output_folder: Path) -> None:
+    """Convert a DeepSpeed checkpoint into the universal layout (one file per parameter and optimizer moment), which
+    an engine built with `EngineSpec.load_universal` loads on any world size. One pass over the model states: time
+    and memory linear in the model size. Serial (no worker pool): it runs inside a rank while the others wait."""
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(input_folder=str(checkpoint_folder), output_folder=str(output_folder),
+                              num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)
+    # it prints its progress (and tqdm bars); a rank's output is the run's log
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        ds_to_universal.main(args)
 
 
 def gather_full_state(engine: Any) -> dict[str, torch.Tensor] | None:

@@ -3,8 +3,10 @@
     deepspeed medtrain/pretrain.py CONFIG [k=v ...]        # also: python ..., mpirun -np N python ...,
     medtrain pretrain CONFIG [k=v ...]                     #       srun python ...
 
-Run again with the same output_dir and it resumes from the last complete checkpoint. SIGTERM, SIGUSR1
-and SIGUSR2 (what SLURM sends before a time limit or preemption) save a checkpoint and stop.
+Run again with the same output_dir and it resumes from the last complete checkpoint, also on another number of
+ranks if micro-batch x accumulation x ranks stays the same (pass the new data.micro_batch_size or train.grad_accum
+as overrides). SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM sends before a time limit or preemption) save a
+checkpoint and stop.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from medtrain.config import config_to_dict, load_config, save_resolved
 from medtrain.data.masking import MaskedBatch, Masker, MaskingConfig, continuation_lookup
 from medtrain.data.mixing import Sampling
 from medtrain.data.shards import Manifest, read_manifest
-from medtrain.data.stream import StatefulLoader, ValidationStream, build_train_loader, validation_loader
+from medtrain.data.stream import Audited, StatefulLoader, ValidationStream, build_train_loader, validation_loader
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.engine import EngineSpec, Precision, Schedule
 from medtrain.errors import run_reporting_errors
@@ -62,6 +64,9 @@ class DataConfig:
     temperature: float = 1.0
     """For sampling: temperature. 1 is proportional; higher evens out languages (up-samples small ones)."""
     masking: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
+    audit: bool = False
+    """Write OUTPUT_DIR/audit/rank-R.jsonl: per optimizer step, the global ids of the sequences each rank trained
+    on (ids: data/stream.py; a resumed run replaces the lines of the steps it redoes)."""
 
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1 or self.num_workers < 0:
@@ -183,10 +188,29 @@ class Built:
     monitor: Monitor
     samples_per_step: int
     """Sequences per optimizer step, all ranks together."""
+    audit: checkpoint.AuditLog | None = None
+    """This rank's audit file (data.audit), trimmed to start_step."""
 
     @property
     def tokens_per_step(self) -> int:
         return self.samples_per_step * self.manifest.seq_len
+
+
+def checkpoint_to_resume(ckpt_dir: Path, info: dist.DistInfo, micro_batch: int,
+                         grad_accum: int) -> tuple[checkpoint.Saved | None, bool]:
+    """The latest complete checkpoint, if any, and whether the engine must load it as a universal checkpoint:
+    when another world size wrote it with its optimizer state cut per rank, converted here (rank 0, once)."""
+    saved = checkpoint.latest(ckpt_dir)
+    if saved is None:
+        return None, False
+    checkpoint.check_global_batch(saved, micro_batch, grad_accum, info.world_size)
+    universal = saved.resized(info.world_size) and engines.partitioned_by_world(saved.folder)
+    if universal:
+        seconds = checkpoint.convert(saved, info.rank, engines.to_universal)
+        if info.rank == 0:
+            print(f"{saved.tag}: written by {saved.world_size} ranks, resuming on {info.world_size}; converted to "
+                  f"a universal checkpoint in {seconds:.1f}s", file=sys.stderr)
+    return saved, universal
 
 
 def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
@@ -194,8 +218,10 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
 
     `info` is this process's place in the job (default: what the launcher's environment says).
     """
-    # 1. Who am I: rank, world size, and the process group (gloo on CPU, nccl on GPUs).
+    # 1. Who am I: rank, world size, and the process group (gloo on CPU, nccl on GPUs); under srun, threads
+    #    as many as the CPUs SLURM gave the task (unless OMP_NUM_THREADS says otherwise).
     info = dist.discover() if info is None else info
+    dist.use_slurm_threads()
     engines.init_process_group(info)
     if info.rank == 0:
         save_resolved(cfg, cfg.output_dir)
@@ -205,7 +231,7 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     masker = build_masker(d.masking, manifest, d.shards)
     loader = build_train_loader(d.shards, d.micro_batch_size, info.rank, info.world_size, seed=t.seed,
                                 weights=d.weights, num_workers=d.num_workers, masker=masker, sampling=d.sampling,
-                                temperature=d.temperature)
+                                temperature=d.temperature, with_ids=d.audit)
     validation = None
     if t.eval_every:  # fixed masks, so evaluations compare across steps; read in-process (it is short)
         validation = validation_loader(ValidationStream(d.shards, micro_batch=d.micro_batch_size, rank=info.rank,
@@ -214,26 +240,29 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     # 3. Model: initialisation is fixed by the seed and identical on every rank.
     torch.manual_seed(t.seed)
     model = build_model(cfg.model, manifest.vocab_size, t.activation_checkpointing)
-    # 4. Engine: DeepSpeed ZeRO with medtrain's batch sizes, optimizer and schedule.
+    # 4. Engine: DeepSpeed ZeRO with medtrain's batch sizes, optimizer and schedule, built to load the latest
+    #    checkpoint as a universal one where another world size wrote it.
+    ckpt_dir = cfg.output_dir / "checkpoints"
+    saved, universal = checkpoint_to_resume(ckpt_dir, info, d.micro_batch_size, t.grad_accum)
     spec = EngineSpec(ds_config=cfg.deepspeed, micro_batch_size=d.micro_batch_size, grad_accum=t.grad_accum,
                       lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, schedule=t.schedule,
                       min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-                      precision=t.precision)
+                      precision=t.precision, load_universal=universal)
     engine = engines.initialize(model, spec, info.world_size)
     torch.manual_seed(t.seed * 1000 + info.rank + 1)  # dropout differs per rank, fixed per seed
     # 5. Checkpoint: resume from the latest complete one, loader position and RNG included.
-    ckpt_dir = cfg.output_dir / "checkpoints"
-    state = checkpoint.resume(engine, ckpt_dir, info.rank, info.world_size)
     step = 0
-    if state is not None:
+    if saved is not None:
+        state = checkpoint.resume(engine, saved, info.rank, info.world_size, t.seed, universal)
         step = state["step"]
         loader.load_state_dict(state["loader"])
+    audit = checkpoint.AuditLog(cfg.output_dir, info.rank, info.world_size, step) if d.audit else None
     # 6. Monitor: TensorBoard + history.jsonl on rank 0.
     monitor = Monitor(cfg.output_dir, info.rank, step, t.max_steps, progress=cfg.progress)
     if step == 0:
         monitor.text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "```")
     return Built(info, manifest, loader, validation, model, engine, ckpt_dir, step, monitor,
-                 samples_per_step=d.micro_batch_size * t.grad_accum * info.world_size)
+                 samples_per_step=d.micro_batch_size * t.grad_accum * info.world_size, audit=audit)
 
 
 def train_metrics(b: Built, step: int, loss: float, learning_rate: float, seconds: float) -> dict[str, float]:
@@ -255,11 +284,18 @@ def train(cfg: PretrainConfig) -> int:
         return step >= t.max_steps or bool(t.max_tokens and step * b.tokens_per_step >= t.max_tokens)
 
     def save() -> None:
-        checkpoint.save(engine, b.ckpt_dir, step, rank, b.info.world_size, {"loader": b.loader.state_dict()},
-                        t.keep_last)
+        if b.audit is not None:
+            b.audit.sync()
+        checkpoint.save(engine, b.ckpt_dir, step, rank, b.info.world_size,
+                        {"loader": b.loader.state_dict(), "grad_accum": t.grad_accum}, t.keep_last)
+
+    def close() -> None:
+        b.monitor.close()
+        if b.audit is not None:
+            b.audit.close()
 
     if finished() and (out / "export").is_dir():
-        b.monitor.close()
+        close()
         if rank == 0:
             print(f"{out} is complete (step {step}, export/); nothing to do", file=sys.stderr)
         return 0
@@ -267,13 +303,18 @@ def train(cfg: PretrainConfig) -> int:
     while not finished():
         started = time.perf_counter()
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler moves on in engine.step)
-        local_loss = 0.0
+        local_loss, ids = 0.0, []
         for _ in range(t.grad_accum):
-            loss = engine(*next(batches).to(engine.device))
+            batch = next(batches)
+            if isinstance(batch, Audited):
+                batch, ids = batch.batch, ids + batch.ids.tolist()
+            loss = engine(*batch.to(engine.device))
             engine.backward(loss)
             engine.step()
             local_loss += loss.item() / t.grad_accum
         step += 1
+        if b.audit is not None:
+            b.audit.write(step, ids)
         mean_loss, stop_now = step_summary(local_loss, stop)
         if step % t.log_every == 0:
             b.monitor.log(step, "train", train_metrics(b, step, mean_loss, lr, time.perf_counter() - started))
@@ -281,7 +322,7 @@ def train(cfg: PretrainConfig) -> int:
             b.monitor.log(step, "eval", evaluate(engine, b.validation, t.eval_batches))
         if stop_now:
             save()
-            b.monitor.close()
+            close()
             print(f"rank {rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
                   "run again to resume", file=sys.stderr)
             return 0
@@ -297,7 +338,7 @@ def train(cfg: PretrainConfig) -> int:
         export({k.removeprefix("mlm."): v for k, v in full_state.items()}, b.model.mlm.config,
                cfg.model.tokenizer or cfg.model.init or b.manifest.tokenizer_dir(cfg.data.shards), out / "export")
         print(f"{out}: trained {step} steps; Hugging Face export in {out / 'export'}", file=sys.stderr)
-    b.monitor.close()
+    close()
     return 0
 
 

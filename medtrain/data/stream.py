@@ -25,15 +25,23 @@ The order, from the inside out (every seed is a numpy SeedSequence of small inte
 So the batch k of a rank is a function of (seed, corpus mix, sampling mode, world size, rank, micro_batch,
 block_size, k) and the data. The state is k plus those values, checked on load; `StatefulLoader` knows k in the
 main process from the number of batches it received, however far the workers prefetched.
+
+* **Resizing**: the position in the global stream is what a run has consumed, whatever its partition. A state
+  saved by another world size or micro-batch resumes at its global position (`origin`): global batch g then
+  covers positions origin + g * micro_batch ... , cut over the new ranks as above, so the whole run reads each
+  position once. Masks are keyed by origin + k, so a resized rank never reuses a key its rank number had before.
+* **Global sequence ids**: a train sequence's id is its corpus's offset (the train sequences of the corpora
+  before it, in manifest order) plus its index within its corpus. It depends on the data alone, not on the
+  world size; `with_ids=True` makes each batch carry them (`Audited`), for the audit of what a run trained on.
 """
 
 from __future__ import annotations
 
 import itertools
 import signal
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +61,13 @@ _MIX_CHUNK = 4096  # stream positions whose corpus interleaving is materialised 
 _BLOCK_ORDER, _BLOCK_SHUFFLE, _MIX_SPLIT, _MIX_ORDER = range(4)  # keep the seed sequences of each use apart
 
 Batch = torch.Tensor | MaskedBatch
+
+
+class Audited(NamedTuple):
+    """A batch with the global ids of its sequences (streams built with `with_ids=True`)."""
+
+    batch: Batch
+    ids: torch.Tensor  # (micro_batch,) int64
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -234,17 +249,19 @@ def _to_batch(tokens: np.ndarray, masker: Masker | None, seed: int, rank: int, k
 
 class PackedStream(IterableDataset):
     """An endless stream of this rank's train micro-batches, int64 (micro_batch, seq_len), or MaskedBatch
-    when a masker is given (masking then runs in the DataLoader workers, seeded by (seed, rank, batch))."""
+    when a masker is given (masking then runs in the DataLoader workers, seeded by (seed, rank, batch)); each
+    wrapped as `Audited` with its global sequence ids when `with_ids`."""
 
     def __init__(self, shard_dir: str | Path, *, micro_batch: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, weights: Mapping[str, float] | None = None, masker: Masker | None = None,
-                 block_size: int = DEFAULT_BLOCK_SIZE, sampling: Sampling = "uniform", temperature: float = 1.0):
+                 block_size: int = DEFAULT_BLOCK_SIZE, sampling: Sampling = "uniform", temperature: float = 1.0,
+                 with_ids: bool = False):
         _check_partition(micro_batch, rank, world_size, seed)
         if block_size < 1:
             raise UserError(f"block_size must be at least 1, got {block_size}")
         self.shard_dir, self.manifest = Path(shard_dir), read_manifest(shard_dir)
         self.micro_batch, self.rank, self.world_size, self.seed = micro_batch, rank, world_size, seed
-        self.block_size, self.masker = block_size, masker
+        self.block_size, self.masker, self.with_ids = block_size, masker, with_ids
         self.sampling, self.temperature = sampling, float(temperature)
         self.corpora = [c.name for c in self.manifest.corpora]
         sizes = np.array([sum(s.sequences for s in self.manifest.shards_of("train", c)) for c in self.corpora])
@@ -263,7 +280,8 @@ class PackedStream(IterableDataset):
         self._orders = [_CorpusOrder(seed, i, int(n), block_size) for i, n in enumerate(sizes)]
         self._mixer = _Mix(seed, self.mix)
         self._fingerprint = self.manifest.fingerprint()
-        self.position = 0  # batches of this rank consumed so far
+        self.position = 0  # batches of this rank consumed since `origin`
+        self.origin = 0  # global stream position where this partition starts (non-zero after a resize)
 
     def _weights(self, overrides: Mapping[str, float] | None) -> np.ndarray:
         """Manifest weights, with the corpora named in `overrides` replaced."""
@@ -291,7 +309,7 @@ class PackedStream(IterableDataset):
         return self._first_position(self.position) // self.sequences_per_epoch
 
     def _first_position(self, k: int) -> int:
-        return (k * self.world_size + self.rank) * self.micro_batch
+        return self.origin + (k * self.world_size + self.rank) * self.micro_batch
 
     def consumed_share(self, sequences: int) -> dict[str, dict[str, Any]]:
         """What the whole run (all ranks) trained on in its first `sequences` sequences: per corpus, its
@@ -307,20 +325,26 @@ class PackedStream(IterableDataset):
                        "share": float(n) / sequences if sequences else 0.0, "target": float(p)}
                 for name, n, p in zip(self.corpora, counts, self.target)}
 
-    def tokens(self, k: int) -> np.ndarray:
-        """This rank's batch k as a (micro_batch, seq_len) array of the shard dtype."""
+    def sequence_ids(self, k: int) -> np.ndarray:
+        """The global ids of the sequences of this rank's batch k (see the module docstring)."""
         positions = np.arange(self.micro_batch, dtype=np.int64) + self._first_position(k)
         corpus, draw = self._mixer.draws(positions)
         ids = np.empty_like(positions)
         for c in np.unique(corpus):
             at = np.flatnonzero(corpus == c)
             ids[at] = self._offsets[c] + self._orders[c].sequences(draw[at])
-        return self._shards.gather(ids)
+        return ids
 
-    def batch(self, k: int) -> Batch:
-        return _to_batch(self.tokens(k), self.masker, self.seed, self.rank, k)
+    def tokens(self, k: int) -> np.ndarray:
+        """This rank's batch k as a (micro_batch, seq_len) array of the shard dtype."""
+        return self._shards.gather(self.sequence_ids(k))
 
-    def __iter__(self) -> Iterator[Batch]:
+    def batch(self, k: int) -> Batch | Audited:
+        ids = self.sequence_ids(k)
+        batch = _to_batch(self._shards.gather(ids), self.masker, self.seed, self.rank, self.origin + k)
+        return Audited(batch, torch.from_numpy(ids)) if self.with_ids else batch
+
+    def __iter__(self) -> Iterator[Batch | Audited]:
         worker = get_worker_info()
         if worker is not None:  # a copy in a worker process: its position is the main process's business
             for k in itertools.count(self.position + worker.id, worker.num_workers):
@@ -332,31 +356,48 @@ class PackedStream(IterableDataset):
             yield self.batch(k)
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-ready: the batches consumed and everything that must match for that count to mean the same."""
-        return {"version": STATE_VERSION, "batches": self.position, "epoch": self.epoch, **self._identity()}
+        """JSON-ready: the batches consumed and everything that must match for that count to mean the same
+        (`origin` only once a resize has set it, so a run never resized writes the same state as before)."""
+        origin = {"origin": self.origin} if self.origin else {}
+        return {"version": STATE_VERSION, "batches": self.position, "epoch": self.epoch, **origin,
+                **self._identity()}
 
     def _identity(self) -> dict[str, Any]:
-        return {"seed": self.seed, "world_size": self.world_size, "rank": self.rank,
-                "micro_batch": self.micro_batch, "seq_len": self.manifest.seq_len, "block_size": self.block_size,
-                "mix": dict(zip(self.corpora, self.mix.tolist())), "sampling": self.sampling,
-                "temperature": self.temperature, "manifest": self._fingerprint}
+        return {"seed": self.seed, **self._partition(), "seq_len": self.manifest.seq_len,
+                "block_size": self.block_size, "mix": dict(zip(self.corpora, self.mix.tolist())),
+                "sampling": self.sampling, "temperature": self.temperature, "manifest": self._fingerprint}
+
+    def _partition(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "rank": self.rank, "micro_batch": self.micro_batch}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume at the saved batch; a state from a different set-up is a UserError naming what differs."""
+        """Resume where the saved state stopped; a state from a different set-up is a UserError naming what
+        differs. One saved by another world size or micro-batch (any of its ranks: at a step boundary all
+        ranks have read the same number of batches) resumes at its global position, re-partitioned."""
         if state.get("version") != STATE_VERSION:
             raise UserError(f"data stream state version {state.get('version')!r}; this medtrain reads "
                             f"version {STATE_VERSION}")
         now = self._identity()
-        state = {"sampling": "uniform", "temperature": 1.0, **state}  # saved before sampling modes existed
+        state = {"sampling": "uniform", "temperature": 1.0, "origin": 0, **state}  # older states lack these
+        resized = any(state.get(key) != now[key] for key in ("world_size", "micro_batch"))
         differs = [f"{key} {state.get(key)!r} in the checkpoint, {value!r} now"
-                   for key, value in now.items() if state.get(key) != value]
+                   for key, value in now.items() if state.get(key) != value
+                   and not (resized and key in self._partition())]
         if differs:
             raise UserError("the checkpoint's data stream state does not match this run: " + "; ".join(differs)
-                            + " (resume with the same data, world size and data settings)")
+                            + " (resume with the same data, seed and data settings)")
         batches = state.get("batches")
         if not isinstance(batches, int) or batches < 0:
             raise UserError(f"data stream state has no valid batch count ({batches!r})")
-        self.position = batches
+        if resized:
+            self.origin, self.position = global_position(state), 0
+        else:
+            self.origin, self.position = int(state["origin"]), batches
+
+
+def global_position(state: Mapping[str, Any]) -> int:
+    """Sequences the whole run had read when a rank saved `state` (at a step boundary: step x global batch)."""
+    return int(state.get("origin", 0)) + int(state["batches"]) * int(state["world_size"]) * int(state["micro_batch"])
 
 
 class StatefulLoader:
@@ -378,9 +419,9 @@ class StatefulLoader:
             "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
             **({"prefetch_factor": prefetch_factor} if num_workers > 0 else {}),
         }
-        self._live: Generator[Batch, None, None] | None = None
+        self._live: Generator[Batch | Audited, None, None] | None = None
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | Audited]:
         self._close()  # one live iterator: another's workers would run on from a stale position
         self._live = _received(self.stream, self._kwargs)
         return self._live
@@ -409,14 +450,15 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 def build_train_loader(shard_dir: str | Path, micro_batch: int, rank: int = 0, world_size: int = 1, *,
                        seed: int = 0, weights: Mapping[str, float] | None = None, masker: Masker | None = None,
                        num_workers: int = DEFAULT_WORKERS, sampling: Sampling = "uniform",
-                       temperature: float = 1.0) -> StatefulLoader:
+                       temperature: float = 1.0, with_ids: bool = False) -> StatefulLoader:
     """This rank's train loader with the defaults: masking in the workers, pinned memory when CUDA is there."""
     stream = PackedStream(shard_dir, micro_batch=micro_batch, rank=rank, world_size=world_size, seed=seed,
-                          weights=weights, masker=masker, sampling=sampling, temperature=temperature)
+                          weights=weights, masker=masker, sampling=sampling, temperature=temperature,
+                          with_ids=with_ids)
     return StatefulLoader(stream, num_workers=num_workers)
 
 
-def _received(stream: PackedStream, kwargs: dict[str, Any]) -> Generator[Batch, None, None]:
+def _received(stream: PackedStream, kwargs: dict[str, Any]) -> Generator[Batch | Audited, None, None]:
     """Batches from a fresh DataLoader, advancing the stream's position as each reaches the caller.
 
     A function, not a method: a generator holding the StatefulLoader would form a reference cycle, and a cycle
@@ -428,17 +470,22 @@ def _received(stream: PackedStream, kwargs: dict[str, Any]) -> Generator[Batch, 
         yield _unpack(batch)
 
 
-def _pack(batch: Batch) -> torch.Tensor:
+def _pack(batch: Batch | Audited) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One tensor per batch (runs in the worker): each tensor crosses to the main process through a shared-memory
-    segment of its own, and at 128 tokens per sequence that per-tensor cost, not the reading, limits throughput."""
+    segment of its own, and at 128 tokens per sequence that per-tensor cost, not the reading, limits throughput.
+    An audited batch sends its ids as a second tensor (that cost only where the audit is on)."""
+    if isinstance(batch, Audited):
+        return _pack(batch.batch), batch.ids
     if not isinstance(batch, MaskedBatch):
         return batch
     header = torch.tensor([*batch.input_ids.shape, len(batch.masked_positions)])
     return torch.cat([header, batch.input_ids.reshape(-1), batch.masked_positions, batch.masked_labels])
 
 
-def _unpack(packed: torch.Tensor) -> Batch:
+def _unpack(packed: torch.Tensor | Sequence[torch.Tensor]) -> Batch | Audited:
     """Views into the packed tensor (so pinned memory stays pinned)."""
+    if not isinstance(packed, torch.Tensor):
+        return Audited(_unpack(packed[0]), packed[1])
     if packed.dim() == 2:
         return packed
     rows, seq_len, n_masked = packed[:3].tolist()

@@ -51,8 +51,8 @@ def fingerprint(path: str | Path) -> str:
 
 
 def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 8000,
-                    lowercase: bool = False,
-                    whole_word_texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+                    lowercase: bool = False, whole_word_texts: Iterable[str] | None = None,
+                    common_share: float = 0.0) -> PreTrainedTokenizerFast:
     """Build a BERT WordPiece tokenizer from `texts` and save it so `AutoTokenizer` loads it from `out_dir`.
 
     Cased by default, like multilingual BERT, and accent-preserving so Romanian diacritics survive. The
@@ -65,9 +65,10 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     - `whole_word_texts` None: the most frequent words of `texts`, ties broken by the word, up to `vocab_size`.
       A word-level vocabulary, fit for tests; a rarer word is spelt in characters.
     - `whole_word_texts` given (general-domain text): every word of those texts whole, most frequent first, then
-      the most frequent fragments of the words of `texts` (`fragments`) up to `vocab_size`. A word seen only
-      outside `whole_word_texts` (a clinical or biomedical term) is split into a few known pieces, as
-      multilingual BERT splits domain words, so fertility differs between domains as it does on real text.
+      the most frequent `common_share` of the other words of `texts` (the domain's common terms), then the most
+      frequent fragments of the words of `texts` (`fragments`) up to `vocab_size`. A rarer word seen only
+      outside `whole_word_texts` (a rare clinical or biomedical term) is split into a few known pieces, as
+      multilingual BERT splits rare domain words, so fertility differs between domains as it does on real text.
 
     Real runs use the model's own tokenizer.
     """
@@ -88,7 +89,9 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     if whole_word_texts is None:
         ranked = _ranked(counts)
     else:
-        ranked = _ranked(word_counts(whole_word_texts)) + _ranked(fragments(counts))
+        general = word_counts(whole_word_texts)
+        others = _ranked(Counter({word: n for word, n in counts.items() if word not in general}))
+        ranked = _ranked(general) + others[:round(common_share * len(others))] + _ranked(fragments(counts))
     for token in ranked:
         if len(vocab) >= vocab_size:
             break

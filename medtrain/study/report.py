@@ -348,11 +348,20 @@ def _why_section(study: Study, comparison: dict[str, Any], collected: Collected)
                       "Δ perplexity (training text)", "coverage (test text)", "coverage (training text)"], table),
              "", f"Spearman correlation across the {link['n']} rows: gain vs Δ perplexity {rho['gain_vs_perplexity']} "
                  f"(a gain should come with a drop: negative), gain vs coverage {rho['gain_vs_coverage']}."
-                 + (f" {link['caveat']}" if link["caveat"] else ""), "", *_per_type_gains(study, collected)]
+                 + (f" {link['caveat']}" if link["caveat"] else ""), "", *_vocabulary_caveat(study),
+             *_per_type_gains(study, collected)]
     text = (study.analysis_dir / "analysis.md").read_text(encoding="utf-8")
     demoted = [("#" + line) if line.startswith("#") else line for line in text.splitlines()]
     plots = [p for p in ("overlap.png", "perplexity.png") if (study.analysis_dir / p).is_file()]
     return [*lines, "### The measurements", "", *demoted, "", *(f"![{p}](analysis/{p})" for p in plots), ""]
+
+
+def _vocabulary_caveat(study: Study) -> list[str]:
+    extended = [v for v in study.cfg.variants if study.extension_owner(v)]
+    if not extended:
+        return []
+    return [f"{', '.join(extended)} read the text with an extended vocabulary: their perplexity is per token of "
+            "their own tokenizer (fewer, longer tokens), so its change against the baseline is not like for like.", ""]
 
 
 def _per_type_gains(study: Study, collected: Collected) -> list[str]:

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from medtrain.dist import DistInfo, discover, expand_nodelist, export_torch_env
+from medtrain.dist import DistInfo, discover, expand_nodelist, export_torch_env, slurm_threads, use_slurm_threads
 from medtrain.errors import UserError
 
 DEEPSPEED = {  # deepspeed --num_gpus 2 on the second of two nodes
@@ -195,3 +195,27 @@ def test_export_torch_env_round_trips(monkeypatch):
     assert os.environ["MASTER_ADDR"] == "gpu-1" and os.environ["LOCAL_SIZE"] == "2"
     again = discover(os.environ, no_bcast)
     assert again == DistInfo(3, 1, 4, 2, "gpu-1", 21234, "deepspeed")
+
+
+@pytest.mark.parametrize("env, threads", [
+    ({**SRUN, "SLURM_CPUS_PER_TASK": "3"}, 3),
+    ({**SRUN, "SLURM_CPUS_PER_TASK": "3", "OMP_NUM_THREADS": "2"}, None),  # the user's choice stands
+    ({**DEEPSPEED}, None),  # not started by srun
+    ({**SRUN}, len(os.sched_getaffinity(0))),  # no --cpus-per-task: the CPUs SLURM bound the task to
+])
+def test_a_rank_started_by_srun_uses_the_cpus_slurm_gave_it(env, threads):
+    assert slurm_threads(env) == threads
+
+
+def test_use_slurm_threads_sets_torch_and_openmp(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name, value in {**SRUN, "SLURM_CPUS_PER_TASK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        assert use_slurm_threads() == 1
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
