@@ -52,6 +52,31 @@ class DistInfo:
         """Rank 0 writes logs, TensorBoard and results."""
         return self.rank == 0
 
+    def rendezvous(self) -> str:
+        """`host (address):port`, the address as this host resolves it: what a multi-node log must show, since a
+        host name that resolves to a loopback address on rank 0's node would leave the other nodes waiting."""
+        try:
+            address = socket.gethostbyname(self.master_addr)
+        except OSError:
+            address = "unresolved"
+        shown = self.master_addr if address == self.master_addr else f"{self.master_addr} ({address})"
+        return f"{shown}:{self.master_port}"
+
+
+# How a collective reports a peer that died or stopped answering: gloo's and NCCL's own words.
+_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "timed out", "timeout", "broken pipe")
+
+
+def peer_loss(error: BaseException) -> str | None:
+    """The first line of `error` when it says a collective lost a peer (it died, or did not answer within the
+    collective timeout), else None. torch raises these as plain RuntimeError (gloo) or DistError subclasses."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "DistError" in names or any(marker in text.lower() for marker in _PEER_LOSS):
+        return first
+    return None
+
 
 def discover(env: Mapping[str, str] | None = None, bcast: Broadcast | None = None) -> DistInfo:
     """Read the launcher's variables from `env` (default os.environ); malformed values raise UserError.

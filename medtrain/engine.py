@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import io
 import json
 import math
@@ -130,8 +131,9 @@ def build_ds_config(spec: EngineSpec, world_size: int) -> dict[str, Any]:
     return ds
 
 
-def init_process_group(info: DistInfo, backend: str | None = None) -> None:
+def init_process_group(info: DistInfo, backend: str | None = None, timeout_s: float = 1800) -> None:
     """Join the process group: "nccl" with CUDA, else "gloo"; each rank on its own GPU when there are GPUs.
+    A collective that waits longer than `timeout_s` raises on the ranks that wait, so a lost peer ends the job.
 
     One path for every launcher: export the env ourselves (dist.discover() already found rank 0, MPI
     included), then DeepSpeed initialises torch.distributed with env:// and no MPI discovery of its own.
@@ -141,9 +143,21 @@ def init_process_group(info: DistInfo, backend: str | None = None) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(_cuda_device(info.local_rank, torch.cuda.device_count()))
     _skip_shm_all_reduce_op(deepspeed)
+    _default_group_timeout(datetime.timedelta(seconds=timeout_s))
     export_torch_env(info)
     deepspeed.init_distributed(dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-                               auto_mpi_discovery=False, verbose=False)
+                               auto_mpi_discovery=False, verbose=False, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def _default_group_timeout(timeout: datetime.timedelta) -> None:
+    """The timeout of every process group made from here on. DeepSpeed's ZeRO optimizers reduce over groups of
+    their own (torch.distributed.new_group), which take torch's module default (30 min on gloo, 10 on NCCL), not
+    the world group's timeout; a hung peer would hold the other ranks that long."""
+    from torch.distributed import distributed_c10d
+
+    distributed_c10d.default_pg_timeout = timeout
+    if hasattr(distributed_c10d, "default_pg_nccl_timeout"):
+        distributed_c10d.default_pg_nccl_timeout = timeout
 
 
 def _skip_shm_all_reduce_op(deepspeed: Any) -> None:

@@ -13,6 +13,7 @@ from os import PathLike
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_PEER_LOST = 1  # a collective lost a peer: not the input's fault, so not 2
 
 
 class UserError(Exception):

@@ -38,7 +38,7 @@ from medtrain.data.shards import Manifest, read_manifest
 from medtrain.data.stream import Audited, StatefulLoader, ValidationStream, build_train_loader, validation_loader
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.engine import EngineSpec, Precision, Schedule
-from medtrain.errors import run_reporting_errors
+from medtrain.errors import EXIT_PEER_LOST, run_reporting_errors
 from medtrain.io import write_json_atomic
 from medtrain.model import MaskedLM, ModelConfig, build_model, export
 from medtrain.monitor import Monitor, memory_mb
@@ -101,9 +101,13 @@ class TrainConfig:
     eval_batches: int = 0
     """Validation micro-batches per rank at each evaluation (0: the whole validation split, each sequence once)."""
     log_every: int = 1
+    collective_timeout_s: int = 1800
+    """A collective (all-reduce, barrier) that waits longer fails on the ranks that wait, which then exit: a host
+    that dies or hangs ends the job instead of holding the others until the time limit. Longer than the slowest
+    thing one rank does alone between collectives (rank 0's export)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "grad_accum", "save_every", "log_every", "keep_last"):
+        for name in ("max_steps", "grad_accum", "save_every", "log_every", "keep_last", "collective_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
         if self.eval_every < 0 or self.eval_batches < 0 or self.max_tokens < 0:
@@ -195,6 +199,12 @@ class Built:
     def tokens_per_step(self) -> int:
         return self.samples_per_step * self.manifest.seq_len
 
+    def close(self) -> None:
+        """Flush and close what the run writes beside checkpoints (TensorBoard, history, the audit files)."""
+        self.monitor.close()
+        if self.audit is not None:
+            self.audit.close()
+
 
 def checkpoint_to_resume(ckpt_dir: Path, info: dist.DistInfo, micro_batch: int,
                          grad_accum: int) -> tuple[checkpoint.Saved | None, bool]:
@@ -222,8 +232,11 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     #    as many as the CPUs SLURM gave the task (unless OMP_NUM_THREADS says otherwise).
     info = dist.discover() if info is None else info
     dist.use_slurm_threads()
-    engines.init_process_group(info)
+    engines.init_process_group(info, timeout_s=cfg.train.collective_timeout_s)
     if info.rank == 0:
+        if info.world_size > 1:
+            print(f"{info.world_size} ranks ({info.launcher}), rendezvous at {info.rendezvous()}; collectives time "
+                  f"out after {cfg.train.collective_timeout_s}s (train.collective_timeout_s)", file=sys.stderr)
         save_resolved(cfg, cfg.output_dir)
     # 2. Data: the packed shards, this rank's slice of the stream, masking.
     d, t = cfg.data, cfg.train
@@ -275,9 +288,27 @@ def train_metrics(b: Built, step: int, loss: float, learning_rate: float, second
 
 
 def train(cfg: PretrainConfig) -> int:
-    """build(), then the loop: step, log, evaluate, checkpoint; stop on a signal or at the step/token limit."""
+    """build(), then the loop; a collective that loses a peer (a host died or hangs) ends this rank with status 1
+    and a log line saying so, instead of a traceback or a hang: the job ends, and SLURM's requeue (or the same
+    command again) resumes from the last checkpoint."""
     stop = StopRequested()  # first: a signal that arrives while building must not kill the run unsaved
     b = build(cfg)
+    try:
+        return run_loop(cfg, b, stop)
+    except RuntimeError as error:
+        reason = dist.peer_loss(error) if b.info.world_size > 1 else None
+        if reason is None:
+            raise
+        b.close()
+        saved = checkpoint.latest(b.ckpt_dir)
+        print(f"rank {b.info.rank}: a collective failed: {reason}\nrank {b.info.rank}: a peer died or stopped "
+              f"answering within train.collective_timeout_s={cfg.train.collective_timeout_s}s; exiting. The next "
+              f"start resumes from {saved.tag if saved else 'the beginning (no checkpoint yet)'}", file=sys.stderr)
+        return EXIT_PEER_LOST
+
+
+def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
+    """The loop: step, log, evaluate, checkpoint; stop on a signal or at the step/token limit, then export."""
     t, out, engine, rank, step = cfg.train, cfg.output_dir, b.engine, b.info.rank, b.start_step
 
     def finished() -> bool:
@@ -289,13 +320,8 @@ def train(cfg: PretrainConfig) -> int:
         checkpoint.save(engine, b.ckpt_dir, step, rank, b.info.world_size,
                         {"loader": b.loader.state_dict(), "grad_accum": t.grad_accum}, t.keep_last)
 
-    def close() -> None:
-        b.monitor.close()
-        if b.audit is not None:
-            b.audit.close()
-
     if finished() and (out / "export").is_dir():
-        close()
+        b.close()
         if rank == 0:
             print(f"{out} is complete (step {step}, export/); nothing to do", file=sys.stderr)
         return 0
@@ -322,7 +348,7 @@ def train(cfg: PretrainConfig) -> int:
             b.monitor.log(step, "eval", evaluate(engine, b.validation, t.eval_batches))
         if stop_now:
             save()
-            close()
+            b.close()
             print(f"rank {rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
                   "run again to resume", file=sys.stderr)
             return 0
@@ -338,7 +364,7 @@ def train(cfg: PretrainConfig) -> int:
         export({k.removeprefix("mlm."): v for k, v in full_state.items()}, b.model.mlm.config,
                cfg.model.tokenizer or cfg.model.init or b.manifest.tokenizer_dir(cfg.data.shards), out / "export")
         print(f"{out}: trained {step} steps; Hugging Face export in {out / 'export'}", file=sys.stderr)
-    close()
+    b.close()
     return 0
 
 

@@ -20,12 +20,12 @@ from typing import NoReturn
 import pytest
 
 CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
-INFRA_FIXTURES = {"slurm_cluster", "mpirun"}
+INFRA_FIXTURES = {"slurm_cluster", "two_host_cluster", "mpirun"}
 START_TIMEOUT_S = 120
 DEMO_STUDY_FIXTURE = "demo"  # tests/integration/conftest.py: the demo-size study, laid out as `make demo` lays it out
 DEMO_STUDY_GROUP = "demo-study"
 # Modules that take longest (measured), longest first: started early, they overlap with the rest.
-LONG_MODULES = ("test_grid_slurm", "test_slurm_pretrain", "test_pretrain", "test_finetune", "test_launchers")
+LONG_MODULES = ("test_grid_slurm", "test_slurm_pretrain", "test_two_hosts", "test_pretrain", "test_finetune", "test_launchers")
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -43,29 +43,54 @@ def unavailable_fixture() -> Callable[[str], NoReturn]:
 
 @dataclass(frozen=True)
 class SlurmCluster:
-    """A running local cluster: clients find it through SLURM_CONF (set in os.environ for the session)."""
+    """A running local cluster: clients find it through SLURM_CONF (set in os.environ while it is in use)."""
 
     conf: Path
     partition: str
     state_dir: Path
 
+    def host(self, action: str, node: str) -> None:
+        """`kill` (a power cut: slurmd and every job process on the host) or `start` a multi-host cluster's host."""
+        subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm_node.sh"), str(self.state_dir), action, node],
+                       capture_output=True, text=True, timeout=60, check=True)
+
+    def address(self, node: str) -> str:
+        """A multi-host cluster's node address, as its hosts file gives it."""
+        for line in (self.state_dir / "hosts").read_text().splitlines():
+            address, *names = line.split()
+            if node in names:
+                return address
+        raise KeyError(node)
+
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """Start a one-node SLURM cluster (tests/cluster/slurm_up.sh) for the session; always stop it."""
+    yield from _cluster(hosts=1)
+
+
+@pytest.fixture(scope="module")
+def two_host_cluster() -> Iterator[SlurmCluster]:
+    """Two SLURM hosts n1 and n2 on this machine (network namespaces on a bridge), for one test module.
+
+    Module scope: while it runs it is SLURM_CONF, so a worker's one-node cluster is back for the next module."""
+    yield from _cluster(hosts=2)
+
+
+def _cluster(hosts: int) -> Iterator[SlurmCluster]:
     if shutil.which("slurmctld") is None:
         unavailable("SLURM is not installed (tests/cluster/system_packages.sh installs it)")
     # Not pytest's tmp_path: munged (user munge) must reach its socket, and pytest's folders are root-only.
     state_dir = Path(tempfile.mkdtemp(prefix="medtrain-slurm-"))
     try:
-        up = subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm_up.sh"), str(state_dir)],
+        up = subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm_up.sh"), str(state_dir), str(hosts)],
                             capture_output=True, text=True, timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         _slurm_down(state_dir)
-        unavailable(f"local SLURM cluster did not start within {START_TIMEOUT_S}s")
+        unavailable(f"local SLURM cluster ({hosts} host(s)) did not start within {START_TIMEOUT_S}s")
     if up.returncode != 0:
         shutil.rmtree(state_dir, ignore_errors=True)
-        unavailable(f"local SLURM cluster did not start:\n{up.stderr.strip()}")
+        unavailable(f"local SLURM cluster ({hosts} host(s)) did not start:\n{up.stderr.strip()}")
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(state_dir / "slurm.conf")
     try:

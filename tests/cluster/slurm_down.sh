@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops the test cluster that tests/cluster/slurm_up.sh started from STATE_DIR, leaving nothing running:
-# cancels its jobs, stops slurmd, slurmctld and munged, then any job-step daemon (slurmstepd) of this
-# cluster that outlived them. Processes are found through the pid files in STATE_DIR (and, for
+# cancels its jobs, stops slurmd(s), slurmctld and munged, then any job-step daemon (slurmstepd) of this
+# cluster that outlived them, and for a multi-host cluster every process left in its hosts' namespaces,
+# then the namespaces and the bridge. Processes are found through the pid files in STATE_DIR (and, for
 # slurmstepd, the SLURM_CONF in its environment), never by name alone. Safe to run when nothing is up.
 #
 #   tests/cluster/slurm_down.sh STATE_DIR
@@ -40,12 +41,14 @@ stop_pids() {
 }
 
 stop_daemons() {
-  local pids=() pid
-  pid="$(live_pid "$STATE/run/slurmd.pid" slurmd)" && pids+=("$pid")
+  local pids=() pid file
+  for file in "$STATE"/run/slurmd-*.pid; do
+    pid="$(live_pid "$file" slurmd)" && pids+=("$pid")
+  done
   pid="$(live_pid "$STATE/run/slurmctld.pid" slurmctld)" && pids+=("$pid")
   pid="$(live_pid "$STATE/munge/munged.pid" munged)" && pids+=("$pid")
   stop_pids "${pids[@]}"
-  rm -f "$STATE/run/slurmd.pid" "$STATE/run/slurmctld.pid" "$STATE/munge/munged.pid"
+  rm -f "$STATE"/run/slurmd-*.pid "$STATE/run/slurmctld.pid" "$STATE/munge/munged.pid"
 }
 
 # Jobs first, while slurmctld and slurmd can still end their steps cleanly.
@@ -80,7 +83,23 @@ stop_strays() {
   return 0
 }
 
+# The namespaced hosts (STATE/net: subnet number and host count, written by slurm_up before it made them).
+remove_hosts() {
+  local k hosts i ns pids
+  read -r k hosts 2>/dev/null <"$STATE/net" || return 0
+  for ((i = 1; i <= hosts; i++)); do
+    ns="mt$k-n$i"
+    pids="$(ip netns pids "$ns" 2>/dev/null)"
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
+  ip link del "mtbr$k" 2>/dev/null
+  rm -f "$STATE/net"
+  return 0
+}
+
 cancel_jobs
 stop_daemons
 stop_strays
+remove_hosts
 exit 0

@@ -5,11 +5,13 @@ export loaded by transformers."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -236,3 +238,37 @@ def test_sigterm_to_the_whole_process_group_saves(sample_shards: Path, tmp_path:
     assert proc.returncode == 0, output[-3000:]
     assert "stopped by signal" in output
     assert 0 < latest_step(out) < 400
+
+
+def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeout(sample_shards: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A hung host (rank 1 frozen with SIGSTOP: its sockets stay open, so only a timeout can tell) must not hold
+    rank 0 in a collective: it gives up after train.collective_timeout_s, says so, and exits 1."""
+    timeout_s = 5
+    config = write_config(tmp_path, sample_shards, "zero2", 1000, save_every=1000, eval_every=0,
+                          collective_timeout_s=timeout_s)
+    out = tmp_path / "run"
+    proc = start(deepspeed_command(SCRIPT, [str(config), f"output_dir={out}"], WORLD))
+    try:
+        deadline = time.monotonic() + 300
+        while len(history(out) if (out / "history.jsonl").exists() else []) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before step 3"
+            time.sleep(0.1)
+        # The ranks, not their DataLoader workers (which share their command line).
+        ranks = {r: p for p in psutil.Process(proc.pid).children(recursive=True)
+                 for r in (0, 1) if f"--local_rank={r}" in p.cmdline() and f"--local_rank={r}" not in p.parent().cmdline()}
+        ranks[1].send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        ranks[0].wait(timeout=120)
+        waited = time.monotonic() - stopped
+        ranks[1].send_signal(signal.SIGCONT)  # so the launcher's SIGTERM can end it
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc, signal.SIGKILL)
+    assert timeout_s <= waited < timeout_s + 60, output[-3000:]
+    assert "collectives time out after 5s (train.collective_timeout_s)" in output
+    assert re.search(r"rank 0: a collective failed: .*[Tt]imed out", output), output[-3000:]
+    assert "rank 0: a peer died or stopped answering within train.collective_timeout_s=5s; exiting. The next start " \
+           "resumes from the beginning (no checkpoint yet)" in output
+    assert proc.returncode != 0

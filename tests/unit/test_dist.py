@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from medtrain.dist import DistInfo, discover, expand_nodelist, export_torch_env, slurm_threads, use_slurm_threads
+from medtrain.dist import (DistInfo, discover, expand_nodelist, export_torch_env, peer_loss, slurm_threads,
+                           use_slurm_threads)
 from medtrain.errors import UserError
 
 DEEPSPEED = {  # deepspeed --num_gpus 2 on the second of two nodes
@@ -219,3 +220,41 @@ def test_use_slurm_threads_sets_torch_and_openmp(monkeypatch):
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(before)
+
+
+def test_rendezvous_shows_the_address_the_host_name_resolves_to() -> None:
+    host = socket.gethostname()
+    info = DistInfo(rank=0, local_rank=0, world_size=2, local_world_size=1, master_addr=host, master_port=20001,
+                    launcher="slurm")
+    assert info.rendezvous() == f"{host} ({socket.gethostbyname(host)}):20001"
+    numeric = DistInfo(rank=0, local_rank=0, world_size=2, local_world_size=1, master_addr="10.1.2.3",
+                       master_port=29500, launcher="deepspeed")
+    assert numeric.rendezvous() == "10.1.2.3:29500"
+    unknown = DistInfo(rank=0, local_rank=0, world_size=2, local_world_size=1, master_addr="no-such-host.invalid",
+                       master_port=1, launcher="slurm")
+    assert unknown.rendezvous() == "no-such-host.invalid (unresolved):1"
+
+
+class DistError(RuntimeError):
+    """Named as torch.distributed.DistError, whose subclasses torch raises for backend failures (peer_loss reads
+    class names, so the test needs no process group)."""
+
+
+class DistBackendError(DistError):
+    pass
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (RuntimeError("[pair.cc:553] Connection closed by peer [10.0.0.2]:9864. This is typically caused by ...\nmore"),
+     "[pair.cc:553] Connection closed by peer [10.0.0.2]:9864. This is typically caused by ..."),
+    (RuntimeError("[pair.cc:537] Read error [10.0.0.2]:34525: Connection reset by peer."),
+     "[pair.cc:537] Read error [10.0.0.2]:34525: Connection reset by peer."),
+    (RuntimeError("[unbound_buffer.cc:81] Timed out waiting 60000ms for recv operation to complete"),
+     "[unbound_buffer.cc:81] Timed out waiting 60000ms for recv operation to complete"),
+    (DistBackendError("NCCL communicator was aborted on rank 1."), "NCCL communicator was aborted on rank 1."),
+    (DistBackendError(""), "DistBackendError"),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x32 and 64x2)"), None),
+    (RuntimeError(""), None),
+])
+def test_peer_loss_tells_a_lost_peer_from_a_bug(error: BaseException, expected: str | None) -> None:
+    assert peer_loss(error) == expected
