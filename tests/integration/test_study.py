@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,3 +149,40 @@ def test_on_slurm_the_finetuning_array_waits_for_the_pretraining_jobs(
         if jobs:
             subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
         assert medtrain(["grid", "cancel", str(out / "grid.yaml")]) == 0
+
+
+def test_a_small_study_runs_through_slurm_to_its_report(slurm_cluster, sample_data: Path, tmp_path: Path) -> None:
+    """executor: slurm for real: submit (pretraining jobs, then the fine-tuning array behind them), wait until the
+    queue is empty, run again: the analysis and the report, with every run's result from the SLURM jobs."""
+    out = tmp_path / "out"
+    study, _ = read_yaml(resolve_config_path("study-demo"))
+    [ner_es] = [dict(task, test_languages=["es"]) for task in study["tasks"] if task["name"] == "ner-es"]
+    config = study_yaml(
+        tmp_path / "study.yaml", sample_data, out, executor="slurm", seeds=[0, 1], tasks=[ner_es],
+        pretrain={**study["pretrain"], "overrides": {**study["pretrain"]["overrides"], "train.warmup_steps": 5}},
+        baseline={"pretrain": {**study["baseline"]["pretrain"], "overrides": {"train.max_steps": 20}}},
+        variants={"clinical": {**study["variants"]["clinical"], "overrides": {"train.max_steps": 20}}},
+        analysis={"max_documents": 20, "perplexity_sequences": 4}, compare={"bootstrap": 100},
+        slurm={"pretrain": {"partition": slurm_cluster.partition, "tasks_per_node": 2, "cpus_per_task": 1,
+                            "time_min": 10},
+               "finetune": {"partition": slurm_cluster.partition, "time_min": 10}})
+    first = run_study(config, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = json.loads((out / "jobs.json").read_text(encoding="utf-8"))
+    assert set(jobs) == {"baseline", "clinical"} and not (out / "report.md").exists()
+    try:
+        deadline = time.monotonic() + 900
+        while subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=60, check=True).stdout.strip():
+            assert time.monotonic() < deadline, "the study's jobs did not end within 900 s"
+            time.sleep(2)
+    finally:
+        subprocess.run(["scancel", *jobs.values()], check=False, timeout=60)
+        medtrain(["grid", "cancel", str(out / "grid.yaml")])
+    for name in jobs:
+        assert job_info(jobs[name])["JobState"] == "COMPLETED", name
+    second = run_study(config, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"report: {out / 'report.md'}" in second.stdout
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert {d["variant"] for d in report["tasks"]["ner-es"]["differences"]} == {"clinical"}
+    assert len(list((out / "grid" / "runs").glob("*/results.json"))) == 4  # 2 models x 2 seeds, all from SLURM
