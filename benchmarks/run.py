@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import os
@@ -44,6 +45,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from medtrain.cluster.launch import rank_command
@@ -557,6 +559,30 @@ def run_scripts(matrix: Matrix, results: Path, timeout: float) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+# What rows and flags need beyond medtrain's own dependencies: pyproject's `bench` extra (`make bench` installs it).
+NEEDS = {"accelerate": "1.1.0", "matplotlib": "3.7"}  # transformers' Trainer refuses older accelerate
+
+
+def missing_requirements(configs: list[dict[str, Any]], report: bool,
+                         installed: Callable[[str], str | None]) -> list[str]:
+    """`name>=version` for each package the run needs and `installed(name)` (its version, or None) lacks:
+    accelerate for the Trainer baseline rows, matplotlib for --report. Checked before the first row, so a
+    matrix does not run its medtrain rows and then fail every baseline one."""
+    from packaging.version import Version
+
+    wanted = (["accelerate"] if any(c["system"] != "medtrain" for c in configs) else []) + \
+        (["matplotlib"] if report else [])
+    return [f"{name}>={NEEDS[name]}" for name in wanted
+            if (version := installed(name)) is None or Version(version) < Version(NEEDS[name])]
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def append(path: Path, row: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -622,6 +648,10 @@ def _main(args: argparse.Namespace) -> int:
             print(f"script: {item['script']} {' '.join(map(str, item.get('args', [])))}")
         return 0
 
+    missing = missing_requirements([] if args.find_max_batch else configs, args.report, installed_version)
+    if missing:
+        raise UserError(f"this run needs {', '.join(missing)}, not installed in {sys.prefix}: "
+                        f"{sys.executable} -m pip install -e '.[bench]' (make bench does it)", args.matrix)
     print(f"{matrix.name}: results appended to {results}; logs in {work}", flush=True)
     if args.find_max_batch:
         if not matrix.find_max_batch:

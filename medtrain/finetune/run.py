@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from medtrain import dist
 from medtrain.config import config_to_dict, save_resolved
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.finetune.checkpoint import check_same_config, load_best, load_checkpoint, new_state, save_checkpoint
@@ -31,35 +32,37 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def finetune(cfg: FinetuneConfig) -> int:
-    """Build in a fixed order (inputs -> data -> model -> run folder -> features -> optimizer -> checkpoint ->
-    monitor), then loop over epochs, then evaluate the best epoch on every test language."""
+    """Build in a fixed order (threads -> inputs -> data -> model -> run folder -> features -> optimizer ->
+    checkpoint -> monitor), then loop over epochs, then evaluate the best epoch on every test language."""
     out, t = cfg.output_dir, cfg.train
     if (out / RESULTS).is_file():
         print(f"{out}: already complete ({RESULTS} exists); nothing to do")
         return 0
-    # 1. Inputs and data: every path checked and every file read before the run folder is touched.
+    # 1. Threads: under srun (a SLURM array task) as many as the task's CPUs, not one per core of the node.
+    dist.use_slurm_threads()
+    # 2. Inputs and data: every path checked and every file read before the run folder is touched.
     check_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model)
     task = TASKS[cfg.task](cfg)
-    # 2. Model: the pretrained encoder and a new head, initialised from the seed.
+    # 3. Model: the pretrained encoder and a new head, initialised from the seed.
     model = load_model(task, cfg.model, t.seed, t.max_length, len(tokenizer))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    # 3. Run folder: the resolved config; an unfinished run with another config is refused.
+    # 4. Run folder: the resolved config; an unfinished run with another config is refused.
     check_same_config(cfg)
     save_resolved(cfg, out)
-    # 4. Features: tokenized once per (tokenizer, task settings, input file), cached.
+    # 5. Features: tokenized once per (tokenizer, task settings, input file), cached.
     task.encode(tokenizer, t.max_length, cfg.cache_dir or out / "cache", cfg.model)
     examples = task.train_examples()
     steps_per_epoch = math.ceil(len(examples) / t.batch_size)
-    # 5. Optimizer and schedule.
+    # 6. Optimizer and schedule.
     optimizer, schedule = build_optimizer(model, t, steps_per_epoch * t.epochs)
-    # 6. Checkpoint: resume after the last finished epoch, RNG included; else start dropout from the seed.
+    # 7. Checkpoint: resume after the last finished epoch, RNG included; else start dropout from the seed.
     torch.manual_seed(t.seed + 1)
     state = load_checkpoint(out / CHECKPOINT, model, optimizer, schedule) or new_state()
     if state["epoch"]:
         print(f"resuming {out} after epoch {state['epoch']} of {t.epochs}", file=sys.stderr)
-    # 7. Monitor: TensorBoard scalars and history.jsonl (events after the checkpoint are dropped).
+    # 8. Monitor: TensorBoard scalars and history.jsonl (events after the checkpoint are dropped).
     monitor = Monitor(out, 0, state["step"], steps_per_epoch * t.epochs, progress=cfg.progress)
     predict = make_predict(model, t.eval_batch_size, tokenizer.pad_token_id, device)
     model.train()

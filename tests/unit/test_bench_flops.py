@@ -135,3 +135,15 @@ def test_max_batch_search_doubles_then_bisects(largest: int, start: int, step: i
 
 def test_max_batch_search_when_nothing_fits() -> None:
     assert run.search_max_batch(lambda mb: False, start=8, limit=64)[0] == 0
+
+
+def test_the_runner_names_what_the_baselines_and_the_report_need_before_the_first_row(tmp_path: Path) -> None:
+    medtrain_row, hf_row = {"system": "medtrain"}, {"system": "hf-grouped"}
+    old_accelerate = {"accelerate": "1.0.1", "matplotlib": "3.9.0"}.get
+    assert run.missing_requirements([medtrain_row, hf_row], False, old_accelerate) == ["accelerate>=1.1.0"]
+    assert run.missing_requirements([medtrain_row], False, old_accelerate) == []
+    assert run.missing_requirements([medtrain_row], True, lambda name: None) == ["matplotlib>=3.7"]
+    assert run.missing_requirements([hf_row], True, {"accelerate": "1.10.0", "matplotlib": "3.7"}.get) == []
+    # In this venv (no bench extra unless installed), the real lookup: a package that is not there reads None.
+    assert run.installed_version("no-such-package-medtrain") is None
+    assert run.installed_version("torch") == torch.__version__
