@@ -1,5 +1,5 @@
-"""Fixtures for integration tests, made once per session: the bundled sample data and packed shards, and the
-demo-size study as `make demo` runs it."""
+"""Fixtures for integration tests: made once per session, the bundled sample data and packed shards, and the
+demo-size study as `make demo` runs it; per test, the SLURM jobs to cancel afterwards."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def sample_shards(sample_data: Path) -> Path:
     prepare(load_config(PrepareConfig, sample_data / "prepare.yaml", [f"output_dir={out}", "seq_len=64",
                                                                       "num_workers=0"]))
     return out
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[str]]:
+    """Job ids to cancel whatever happens, so no job outlives its test."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
 
 
 # ----------------------------------------------------------------------------- the demo, as `make demo` leaves it

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,15 +46,6 @@ def stopped_at(log_text: str) -> int:
 def assert_finished_once(out: Path, max_steps: int) -> None:
     assert train_steps(out) == list(range(1, max_steps + 1))
     assert (out / "export" / "model.safetensors").is_file()
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[str]]:
-    """Job ids to cancel whatever happens, so no job outlives its test."""
-    ids: list[str] = []
-    yield ids
-    for job_id in ids:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
 
 
 def test_launcher_runs_two_ranks_to_completion(slurm_cluster, sample_shards: Path, tmp_path: Path,

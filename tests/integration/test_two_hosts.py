@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,15 +34,6 @@ SAVE_EVERY = 10
 SHORT_STEPS = 6
 ZERO = {stage: f"deepspeed={REPO / 'ds_configs' / f'zero{stage}.json'}" for stage in (2, 3)}
 GRID_WAIT_S = 300
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[str]]:
-    """Job ids to cancel whatever happens, so no job outlives its test."""
-    ids: list[str] = []
-    yield ids
-    for job_id in ids:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
 
 
 def sbatch(config: Path, out: Path, log: Path, *overrides: str) -> str:
