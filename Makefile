@@ -11,7 +11,7 @@ DEMO_DIR    := demo
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.medtrain-installed
 
-.PHONY: setup system-packages test unit integration demo clean-demo bench
+.PHONY: setup system-packages test unit integration demo clean-demo bench gpu-wheels
 
 setup: $(STAMP)
 
@@ -51,3 +51,22 @@ bench: setup
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+# The wheels benchmarks/gpu_check.sh installs on a GPU machine that has no network: medtrain, DeepSpeed (no
+# prebuilt ops), and what they need beyond that machine's image (device KINDS.md: python 3.12, torch,
+# transformers, accelerate, numpy, scikit-learn, ...), at the versions this venv runs. Carry GPU_WHEELS along.
+GPU_WHEELS ?= gpu-wheels
+GPU_PYTHON ?= 3.12
+GPU_PURE   := seqeval submitit hjson annotated-types typing-inspection datasets dill
+GPU_BINARY := pydantic pydantic-core multiprocess
+PINNED     := $(PY) -c 'import sys, importlib.metadata as m; print(" ".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))'
+
+gpu-wheels: setup
+	rm -rf $(GPU_WHEELS).tmp && mkdir -p $(GPU_WHEELS).tmp
+	$(PY) -m pip wheel -q --no-deps -w $(GPU_WHEELS).tmp .
+	DS_BUILD_OPS=0 $(PY) -m pip wheel -q --no-deps -w $(GPU_WHEELS).tmp $$($(PINNED) deepspeed)
+	$(PY) -m pip wheel -q --no-deps -w $(GPU_WHEELS).tmp $$($(PINNED) $(GPU_PURE))
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--platform manylinux2014_x86_64 -d $(GPU_WHEELS).tmp $$($(PINNED) $(GPU_BINARY))
+	rm -rf $(GPU_WHEELS) && mv $(GPU_WHEELS).tmp $(GPU_WHEELS)
+	@du -sh $(GPU_WHEELS)

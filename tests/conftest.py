@@ -25,7 +25,8 @@ START_TIMEOUT_S = 120
 DEMO_STUDY_FIXTURE = "demo"  # tests/integration/conftest.py: the demo-size study, laid out as `make demo` lays it out
 DEMO_STUDY_GROUP = "demo-study"
 # Modules that take longest (measured), longest first: started early, they overlap with the rest.
-LONG_MODULES = ("test_grid_slurm", "test_slurm_pretrain", "test_two_hosts", "test_pretrain", "test_finetune", "test_launchers")
+LONG_MODULES = ("test_grid_slurm", "test_gpu_check", "test_slurm_pretrain", "test_two_hosts", "test_pretrain",
+                "test_finetune", "test_launchers")
 
 
 def unavailable(reason: str) -> NoReturn:
