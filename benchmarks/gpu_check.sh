@@ -24,7 +24,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 MODE=gpu
 if [ "${1:-}" = "--cpu" ]; then MODE=cpu; shift; fi
-case "${1:-}" in -h|--help) sed -n '2,22p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 OUT="$(mkdir -p "${1:-gpu-check-out}" && cd "${1:-gpu-check-out}" && pwd)"
 PYTHON="${PYTHON:-python3}"
 WHEELS="${GPU_WHEELS:-$REPO/gpu-wheels}"
