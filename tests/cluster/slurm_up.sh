@@ -56,11 +56,12 @@ pick_ports() {
   die "no free port pair in 6817-6916"
 }
 
-# First subnet 10.213.K.0/24 (and bridge mtbrK) that no interface here uses.
+# First subnet 10.213.K.0/24 (bridge mtbrK, namespaces mtK-nI) that nothing here uses.
 pick_subnet() {
   local k
   for ((k = 1; k < 255; k++)); do
     ip link show "mtbr$k" >/dev/null 2>&1 && continue
+    ip netns list | grep -q "^mt$k-" && continue
     ip -o -4 addr show | grep -q " 10\.213\.$k\." && continue
     echo "$k"
     return
