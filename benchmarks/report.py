@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
 # Configuration axes that must match for a medtrain run and a baseline run to be compared.
 SAME_FOR_BASELINE = ("model", "vocab", "seq_len", "micro_batch", "grad_accum", "precision",
-                     "activation_checkpointing", "threads", "num_workers", "measure_steps")
+                     "activation_checkpointing", "attention", "threads", "num_workers", "measure_steps")
 MiB = 1 << 20
 
 

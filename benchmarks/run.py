@@ -89,6 +89,10 @@ class Axes:
     """The DeepSpeed JSON, as pretraining's `deepspeed:` (relative to the repository); none for the baselines."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     activation_checkpointing: bool = False
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    """model.attention, for medtrain and the baselines alike (transformers' attn_implementation)."""
+    compile: bool | None = None
+    """medtrain's train.compile (unset: on with CUDA, off on CPU)."""
     procs: int = 1
     """Processes (GPUs) per node."""
     nodes: int = 1
@@ -133,7 +137,7 @@ class Axes:
             return
         if self.procs * self.nodes != 1:
             fail("the Hugging Face baselines run one process (procs: 1, nodes: 1)")
-        self.deepspeed = None  # not applicable to the Trainer baseline
+        self.deepspeed = self.compile = None  # not applicable to the Trainer baseline
         if self.system == "hf-grouped":
             self.hf_padding = None
         elif self.hf_padding is None:
@@ -242,6 +246,10 @@ def label(cfg: dict[str, Any]) -> str:
     parts.append(str(cfg.get("precision")))
     if cfg.get("activation_checkpointing"):
         parts.append("ckpt")
+    if cfg.get("attention", "sdpa") != "sdpa":
+        parts.append(str(cfg["attention"]))
+    if cfg.get("compile"):
+        parts.append("compiled")
     parts.append(f"{cfg.get('nodes')}x{cfg.get('procs')}p")
     return " ".join(parts)
 
@@ -303,10 +311,11 @@ def pretrain_config(cfg: dict[str, Any], shards: Path, vocab: int, out_dir: Path
     return {
         "output_dir": str(out_dir), "deepspeed": str(REPO / cfg["deepspeed"]), "progress": False,
         "data": {"shards": str(shards), "micro_batch_size": cfg["micro_batch"], "num_workers": cfg["num_workers"]},
-        "model": {"config": model},
+        "model": {"config": model, "attention": cfg["attention"]},
         "train": {"max_steps": cfg["warmup_steps"] + cfg["measure_steps"], "warmup_steps": 0, "schedule": "constant",
                   "lr": cfg["lr"], "grad_accum": cfg["grad_accum"], "precision": cfg["precision"],
-                  "activation_checkpointing": cfg["activation_checkpointing"], "seed": cfg["seed"], "eval_every": 0},
+                  "activation_checkpointing": cfg["activation_checkpointing"], "compile": cfg["compile"],
+                  "seed": cfg["seed"], "eval_every": 0},
     }
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,9 @@ class ModelConfig:
     vocabulary_extension: Path | None = None
     """The vocabulary_extension.json of an extended tokenizer (medtrain.data.vocab_extension): the model's
     embeddings grow to the new size, each new row the mean of its pieces' rows."""
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    """sdpa: PyTorch's scaled-dot-product attention (fused kernels, FlashAttention on GPUs); eager: the
+    reference implementation, for comparison or debugging."""
 
     def __post_init__(self) -> None:
         if (self.init is None) == (not self.config):
@@ -77,10 +80,10 @@ def build_model(cfg: ModelConfig, vocab_size: int, activation_checkpointing: boo
     """Load `cfg.init` or build from `cfg.config`, grow it by `cfg.vocabulary_extension`; the vocabulary must
     then cover the shards' token ids."""
     if cfg.init is not None:
-        mlm = _load_local(cfg.init)
+        mlm = _load_local(cfg.init, cfg.attention)
     else:
         mlm = BertForMaskedLM(BertConfig(**{**cfg.config, "vocab_size": max(
-            vocab_size, int(cfg.config.get("vocab_size", 0)))}))
+            vocab_size, int(cfg.config.get("vocab_size", 0)))}, attn_implementation=cfg.attention))
     if cfg.vocabulary_extension is not None:
         _apply_extension(mlm, cfg.vocabulary_extension)
     if mlm.config.vocab_size < vocab_size:
@@ -137,11 +140,11 @@ def load_pretrained(model_class: Any, path: Path, **kwargs: Any) -> Any:
         hf_logging.set_verbosity(verbosity)
 
 
-def _load_local(path: Path) -> BertForMaskedLM:
+def _load_local(path: Path, attention: str) -> BertForMaskedLM:
     if not (path / "config.json").is_file():
         raise UserError("not a Hugging Face model folder (no config.json); give a local, downloaded model", path)
     try:
-        mlm, info = load_pretrained(BertForMaskedLM, path, output_loading_info=True)
+        mlm, info = load_pretrained(BertForMaskedLM, path, output_loading_info=True, attn_implementation=attention)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the model ({exc.__class__.__name__}: {exc})", path) from None
     if any(key.startswith("cls.") for key in info.get("missing_keys", ())):

@@ -272,3 +272,25 @@ def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeou
     assert "rank 0: a peer died or stopped answering within train.collective_timeout_s=5s; exiting. The next start " \
            "resumes from the beginning (no checkpoint yet)" in output
     assert proc.returncode != 0
+
+
+def test_compiled_encoder_and_eager_attention_train_like_the_default(sample_shards: Path, tmp_path: Path) -> None:
+    """train.compile and model.attention change kernels, not the model: with dropout off (the compiled graph
+    draws its dropout masks from another generator), every step's loss matches the default run's within 1e-4
+    relative; config.yaml records what the run used (compile unset: off on CPU)."""
+    config = write_config(tmp_path, sample_shards, "zero3", 4, eval_every=0)
+    no_dropout = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    runs = {"default": [], "compiled": ["train.compile=true"], "eager": ["model.attention=eager"]}
+    losses = {}
+    for name, overrides in runs.items():
+        out = tmp_path / name
+        output = run([sys.executable, SCRIPT, str(config), f"output_dir={out}",
+                      f"model.config={json.dumps(no_dropout)}", *overrides])
+        assert ("encoder compiled with torch.compile" in output) is (name == "compiled")
+        losses[name] = [r["train/loss"] for r in history(out) if "train/loss" in r]
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        assert saved["train"]["compile"] is (name == "compiled")
+        assert saved["model"]["attention"] == ("eager" if name == "eager" else "sdpa")
+    assert len(losses["default"]) == 4
+    for name in ("compiled", "eager"):
+        assert losses[name] == pytest.approx(losses["default"], rel=1e-4), name
