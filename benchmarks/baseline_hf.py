@@ -131,7 +131,7 @@ def run(cfg: dict[str, Any], out: Path) -> int:
     torch.manual_seed(cfg["seed"])
     phase["phase"] = "model"
     model = BertForMaskedLM(BertConfig(**cfg["model_config"], vocab_size=vocab, pad_token_id=pad_id,
-                                       attn_implementation=cfg.get("attention", "sdpa")))
+                                       attn_implementation=cfg["attention"]))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     steps = cfg["warmup_steps"] + cfg["measure_steps"]
     clock = {"wait": 0.0}

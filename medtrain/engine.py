@@ -143,10 +143,12 @@ def init_process_group(info: DistInfo, backend: str | None = None, timeout_s: fl
     if torch.cuda.is_available():
         torch.cuda.set_device(_cuda_device(info.local_rank, torch.cuda.device_count()))
     _skip_shm_all_reduce_op(deepspeed)
-    _default_group_timeout(datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    _default_group_timeout(timeout)
     export_torch_env(info)
+    # The world group's timeout too: DeepSpeed's default was read from torch's module when it was imported.
     deepspeed.init_distributed(dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-                               auto_mpi_discovery=False, verbose=False, timeout=datetime.timedelta(seconds=timeout_s))
+                               auto_mpi_discovery=False, verbose=False, timeout=timeout)
 
 
 def _default_group_timeout(timeout: datetime.timedelta) -> None:

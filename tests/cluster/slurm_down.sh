@@ -83,15 +83,14 @@ stop_strays() {
   return 0
 }
 
-# The namespaced hosts (STATE/net: subnet number and host count, written by slurm_up before it made them).
+# The namespaced hosts (STATE/net: subnet number and host count, written by slurm_up before it made them):
+# whatever still runs on a host is killed as slurm_node.sh kills a host, then the namespaces and the bridge go.
 remove_hosts() {
-  local k hosts i ns pids
+  local k hosts i
   read -r k hosts 2>/dev/null <"$STATE/net" || return 0
   for ((i = 1; i <= hosts; i++)); do
-    ns="mt$k-n$i"
-    pids="$(ip netns pids "$ns" 2>/dev/null)"
-    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
-    ip netns del "$ns" 2>/dev/null
+    bash "$(dirname "$0")/slurm_node.sh" "$STATE" kill "n$i" 2>/dev/null
+    ip netns del "mt$k-n$i" 2>/dev/null
   done
   ip link del "mtbr$k" 2>/dev/null
   rm -f "$STATE/net"

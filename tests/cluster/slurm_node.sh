@@ -27,7 +27,7 @@ case "$ACTION" in
       bash -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -N "$1"' _ "$NODE" "$STATE/hosts"
     ;;
   kill)
-    pids="$(ip netns pids "$NS")"
+    pids="$(ip netns pids "$NS" 2>/dev/null || true)"
     [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
     rm -f "$STATE/run/slurmd-$NODE.pid"
     ;;

@@ -104,7 +104,7 @@ start_munge() {
     --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munged.seed"
 }
 
-# The node lines and the partition's node list: this machine, or the namespaced hosts n1..nHOSTS.
+# slurm.conf's node lines: this machine, or the namespaced hosts n1..nHOSTS.
 node_lines() {
   local k="$1" cpus="$2" mem_mb="$3" i
   if ((HOSTS == 1)); then

@@ -1,18 +1,22 @@
-"""Pretraining jobs on a local SLURM cluster, for the tests that submit them (one host or two): a tiny config,
-the steps a run logged, and polling a job with scontrol (no sacct on the test clusters)."""
+"""Pretraining runs for the tests that start them: a tiny config, submitting it to a local SLURM cluster (one
+host or two) through either front end, the steps a run logged, polling a job with scontrol (no sacct on the
+test clusters), and comparing two runs' exported weights."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
-from _launch import REPO, job_info
+from _launch import REPO, job_info, run
 
 LAUNCHER = REPO / "launchers" / "pretrain.py"
 SBATCH = REPO / "slurm" / "pretrain.sbatch"
@@ -79,3 +83,30 @@ def wait_for_steps(job_id: str, run_dir: Path, steps: int) -> None:
         return len(train_steps(run_dir)) >= steps
 
     wait_for(job_id, trained, f"reach step {steps}")
+
+
+def submit_with_launcher(config: Path, out: Path, partition: str, *overrides: str, nodes: int = 1,
+                         tasks_per_node: int = 2) -> tuple[str, str]:
+    """launchers/pretrain.py with CPU ranks, one core each: the job id and the launcher's output."""
+    output = run([sys.executable, str(LAUNCHER), str(config), f"output_dir={out}", *overrides, "--nodes", str(nodes),
+                  "--tasks-per-node", str(tasks_per_node), "--cpus-per-task", "1", "--partition", partition,
+                  "--time", "10"])
+    match = re.search(r"submitted job (\d+)", output)
+    assert match, output
+    return match[1], output
+
+
+def submit_with_sbatch(config: Path, out: Path, partition: str, log: Path, *overrides: str, nodes: int = 1,
+                       tasks_per_node: int = 2) -> str:
+    """slurm/pretrain.sbatch with CPU ranks, one core each, its log in `log`: the job id."""
+    return run(["sbatch", "--parsable", f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}", "--gpus-per-node=0",
+                "--cpus-per-task=1", f"--partition={partition}", "--time=10", f"--output={log}", str(SBATCH),
+                str(config), f"output_dir={out}", *overrides]).strip()
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two runs' exports hold the same fp32 weights (CPU: a resumed run repeats the uninterrupted one's steps)."""
+    left, right = load_file(a / "export" / "model.safetensors"), load_file(b / "export" / "model.safetensors")
+    assert left.keys() == right.keys()
+    worst = max((left[k] - right[k]).abs().max().item() for k in left)
+    assert worst <= 1e-6, f"resumed weights differ from uninterrupted ones by up to {worst}"

@@ -15,13 +15,13 @@ import psutil
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from medtrain.pretrain import main as pretrain_main
 
 from _launch import REPO, deepspeed_command, kill_group, run, start
+from _pretrain_jobs import assert_same_weights
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +61,6 @@ def latest_step(run_dir: Path) -> int:
         return int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    left, right = load_file(a / "export" / "model.safetensors"), load_file(b / "export" / "model.safetensors")
-    assert left.keys() == right.keys()
-    worst = max((left[k] - right[k]).abs().max().item() for k in left)
-    assert worst <= 1e-6, f"resumed weights differ from uninterrupted ones by up to {worst}"
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
@@ -274,19 +267,25 @@ def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeou
     assert proc.returncode != 0
 
 
-def test_compiled_encoder_and_eager_attention_train_like_the_default(sample_shards: Path, tmp_path: Path) -> None:
+def test_compiled_encoder_and_eager_attention_train_like_the_default(sample_shards: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """train.compile and model.attention change kernels, not the model: with dropout off (the compiled graph
     draws its dropout masks from another generator), every step's loss matches the default run's within 1e-4
-    relative; config.yaml records what the run used (compile unset: off on CPU)."""
+    relative; config.yaml records what the run used (compile unset: off on CPU). Only the compiled run leaves
+    generated code in its inductor cache, so it did run compiled. (That the attention setting reaches the
+    model: tests/unit/test_model.py.)"""
     config = write_config(tmp_path, sample_shards, "zero3", 4, eval_every=0)
     no_dropout = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     runs = {"default": [], "compiled": ["train.compile=true"], "eager": ["model.attention=eager"]}
     losses = {}
     for name, overrides in runs.items():
         out = tmp_path / name
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / f"{name}-inductor"))
         output = run([sys.executable, SCRIPT, str(config), f"output_dir={out}",
                       f"model.config={json.dumps(no_dropout)}", *overrides])
         assert ("encoder compiled with torch.compile" in output) is (name == "compiled")
+        generated = [f for f in (tmp_path / f"{name}-inductor").rglob("*") if f.is_file()]
+        assert bool(generated) is (name == "compiled"), generated[:3]
         losses[name] = [r["train/loss"] for r in history(out) if "train/loss" in r]
         saved = yaml.safe_load((out / "config.yaml").read_text())
         assert saved["train"]["compile"] is (name == "compiled")

@@ -7,34 +7,20 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from _launch import job_info, run
-from _pretrain_jobs import LAUNCHER, SBATCH, SIGUSR2, slurm, train_steps, wait_for_steps, wait_until_ended, write_config
+from _launch import job_info
+from _pretrain_jobs import (SIGUSR2, slurm, submit_with_launcher, submit_with_sbatch, train_steps, wait_for_steps,
+                            wait_until_ended, write_config)
 
 from medtrain.errors import UserError
 from medtrain.cluster.pretrain_job import run_finished, submit_pretrain
 from medtrain.cluster.resources import SlurmResources
 
 pytestmark = pytest.mark.integration
-
-def submit_with_launcher(config: Path, out: Path, partition: str) -> tuple[str, str]:
-    output = run([sys.executable, str(LAUNCHER), str(config), f"output_dir={out}", "--tasks-per-node", "2",
-                  "--cpus-per-task", "1", "--partition", partition, "--time", "10"])
-    match = re.search(r"submitted job (\d+)", output)
-    assert match, output
-    return match[1], output
-
-
-def submit_with_sbatch(config: Path, out: Path, partition: str, log: Path) -> str:
-    return run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
-                f"--partition={partition}", "--time=10", f"--output={log}", str(SBATCH), str(config),
-                f"output_dir={out}"]).strip()
-
 
 def stopped_at(log_text: str) -> int:
     """The step rank 0 checkpointed at on the signal."""

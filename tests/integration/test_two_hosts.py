@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from _launch import REPO, run
-from _pretrain_jobs import LAUNCHER, SBATCH, slurm, train_steps, wait_for, wait_until_ended, write_config
+from _pretrain_jobs import (assert_same_weights, slurm, submit_with_launcher, submit_with_sbatch, train_steps,
+                            wait_for, wait_until_ended, write_config)
 
 from medtrain.grid.spec import load_grid
 from medtrain.grid.status import COMPLETED, grid_status
@@ -36,9 +36,8 @@ ZERO = {stage: f"deepspeed={REPO / 'ds_configs' / f'zero{stage}.json'}" for stag
 GRID_WAIT_S = 300
 
 
-def sbatch(config: Path, out: Path, log: Path, *overrides: str) -> str:
-    return run(["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1",
-                "--time=10", f"--output={log}", str(SBATCH), str(config), f"output_dir={out}", *overrides]).strip()
+def sbatch(cluster, config: Path, out: Path, log: Path, *overrides: str) -> str:
+    return submit_with_sbatch(config, out, cluster.partition, log, *overrides, nodes=2, tasks_per_node=1)
 
 
 def assert_ran_across_both_hosts(cluster, log: str, out: Path, steps: int) -> None:
@@ -60,7 +59,7 @@ def reference(two_host_cluster, sample_shards: Path, tmp_path_factory: pytest.Te
     folder = tmp_path_factory.mktemp("two-hosts")
     config = write_config(folder, sample_shards, STEPS, save_every=SAVE_EVERY)
     out, log = folder / "reference", folder / "reference.log"
-    job_id = sbatch(config, out, log, ZERO[2])
+    job_id = sbatch(two_host_cluster, config, out, log, ZERO[2])
     try:
         info = wait_until_ended(job_id)
     finally:
@@ -89,15 +88,12 @@ def test_each_front_end_trains_each_zero_stage_across_two_hosts(
     overrides = [ZERO[stage], f"train.max_steps={SHORT_STEPS}"]
     if front_end == "sbatch":
         log_file = tmp_path / "sbatch.log"
-        jobs.append(sbatch(config, out, log_file, *overrides))
+        jobs.append(sbatch(two_host_cluster, config, out, log_file, *overrides))
     else:
-        output = run([sys.executable, str(LAUNCHER), str(config), f"output_dir={out}", *overrides, "--nodes", "2",
-                      "--tasks-per-node", "1", "--cpus-per-task", "1", "--partition", two_host_cluster.partition,
-                      "--time", "10"])
-        match = re.search(r"submitted job (\d+)", output)
-        assert match, output
-        jobs.append(match[1])
-        log_file = out / "slurm" / f"{match[1]}_0_log.err"
+        job_id, _ = submit_with_launcher(config, out, two_host_cluster.partition, *overrides, nodes=2,
+                                         tasks_per_node=1)
+        jobs.append(job_id)
+        log_file = out / "slurm" / f"{job_id}_0_log.err"
     info = wait_until_ended(jobs[-1])
     log = log_file.read_text()
     assert info["JobState"] == "COMPLETED" and info["NodeList"] == "n[1-2]", log[-3000:]
@@ -108,7 +104,7 @@ def test_a_host_that_dies_ends_the_job_which_resumes_to_the_same_weights(
         two_host_cluster, reference: tuple[Path, Path, str], tmp_path: Path, jobs: list[str]) -> None:
     ref_out, config, _ = reference
     out, log = tmp_path / "run", tmp_path / "sbatch.log"
-    job_id = sbatch(config, out, log, ZERO[2], "train.collective_timeout_s=60")
+    job_id = sbatch(two_host_cluster, config, out, log, ZERO[2], "train.collective_timeout_s=60")
     jobs.append(job_id)
     # Killed after the first checkpoint, well before the end: the steps since the last one are trained again.
     wait_for(job_id, lambda info: len(train_steps(out)) > SAVE_EVERY, f"reach step {SAVE_EVERY + 1}")
@@ -132,11 +128,7 @@ def test_a_host_that_dies_ends_the_job_which_resumes_to_the_same_weights(
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-3000:]
     assert "medtrain: job " + job_id + " (restart 1), 2 ranks on n[1-2]" in text
     assert train_steps(out) == list(range(1, STEPS + 1))
-    resumed, uninterrupted = load_file(out / "export" / "model.safetensors"), \
-        load_file(ref_out / "export" / "model.safetensors")
-    assert resumed.keys() == uninterrupted.keys()
-    worst = max((resumed[k] - uninterrupted[k]).abs().max().item() for k in resumed)
-    assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run's by {worst}"
+    assert_same_weights(out, ref_out)
 
 
 def test_a_fine_tuning_grid_array_runs_on_both_hosts(two_host_cluster, reference: tuple[Path, Path, str],

@@ -137,7 +137,7 @@ def test_max_batch_search_when_nothing_fits() -> None:
     assert run.search_max_batch(lambda mb: False, start=8, limit=64)[0] == 0
 
 
-def test_the_runner_names_what_the_baselines_and_the_report_need_before_the_first_row(tmp_path: Path) -> None:
+def test_the_runner_names_what_the_baselines_and_the_report_need_before_the_first_row() -> None:
     medtrain_row, hf_row = {"system": "medtrain"}, {"system": "hf-grouped"}
     old_accelerate = {"accelerate": "1.0.1", "matplotlib": "3.9.0"}.get
     assert run.missing_requirements([medtrain_row, hf_row], False, old_accelerate) == ["accelerate>=1.1.0"]

@@ -73,3 +73,10 @@ def test_continue_from_local_checkpoint_and_warn_without_head(tmp_path: Path, ca
         build_model(ModelConfig(init=tmp_path / "with_head"), vocab_size=500)
     with pytest.raises(UserError, match="config.json"):
         build_model(ModelConfig(init=tmp_path), vocab_size=70)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_attention_reaches_a_new_and_a_loaded_model(attention: str, tmp_path: Path) -> None:
+    BertForMaskedLM(BertConfig(vocab_size=70, **TINY)).save_pretrained(str(tmp_path / "saved"))
+    for cfg in (ModelConfig(config=TINY, attention=attention), ModelConfig(init=tmp_path / "saved", attention=attention)):
+        assert build_model(cfg, vocab_size=70).mlm.config._attn_implementation == attention
