@@ -91,6 +91,11 @@ def start_requeued_now(statuses: list[RunStatus]) -> None:
                            timeout=60, check=False)
 
 
+def set_time_limit(job_id: str, minutes: int) -> None:
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"], check=True,
+                   capture_output=True, timeout=60)
+
+
 def wait_for(grid: Grid, done: Callable[[list[RunStatus]], bool], what: str) -> list[RunStatus]:
     deadline = time.monotonic() + WAIT_S
     while True:
@@ -225,12 +230,14 @@ def test_results_table_plots_and_hparams(array_grid: tuple[Path, Grid], capsys: 
 
 def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
         slurm_cluster, data: Path, models: list[Path], tmp_path: Path) -> None:
-    """Two grids of one run each, side by side. One meets its 1-minute limit: SIGUSR2 50 s before it, so
-    after 10-40 s (slurmctld checks limits every 30 s), and checkpoint() requeues it, as often as it takes.
+    """Two grids of one run each, side by side. One meets its time limit: once its first epoch is saved the
+    limit is cut to 1 minute, so slurmctld's next limit check (every 30 s) sends SIGUSR2 (59 s before the
+    limit) and checkpoint() requeues it; the limit goes back up before it restarts. (A 1-minute limit from
+    the start would signal it 1-30 s into start-up, before submitit's handler exists on a loaded machine.)
     The other is requeued from outside with `scontrol requeue` once its first epoch is saved."""
     limited = load_grid(write_grid(tmp_path / "limited.yaml", {
-        "grid_dir": str(tmp_path / "limited"), "base": base_config(data, models[0], epochs=100),  # > 40 s of work
-        "slurm": {"partition": slurm_cluster.partition, "time_min": 1, "signal_delay_s": 50, "max_timeouts": 10}}))
+        "grid_dir": str(tmp_path / "limited"), "base": base_config(data, models[0], epochs=300),  # > 50 s of work
+        "slurm": {"partition": slurm_cluster.partition, "time_min": 10, "signal_delay_s": 59, "max_timeouts": 3}}))
     requeued = load_grid(write_grid(tmp_path / "requeued.yaml", {
         "grid_dir": str(tmp_path / "requeued"), "base": base_config(data, models[1], epochs=100),  # > 40 s
         "slurm": {"partition": slurm_cluster.partition, "time_min": 10}}))
@@ -238,6 +245,10 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
     try:
         for grid in grids:
             assert medtrain(["grid", "submit", str(grid.source)]) == 0
+        limited_run = limited.runs[0]
+        limited_job = load_jobs(limited.grid_dir)[limited_run.signature]["job_id"]
+        wait_for(limited, lambda _: (limited_run.run_dir / "checkpoint" / "last.pt").is_file(), "save an epoch")
+        set_time_limit(limited_job, minutes=1)
         run = requeued.runs[0]
         job = load_jobs(requeued.grid_dir)[run.signature]["job_id"]
         wait_for(requeued, lambda _: (run.run_dir / "checkpoint" / "last.pt").is_file(), "save an epoch")
@@ -246,6 +257,9 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
         [seen] = wait_for(requeued, lambda st: st[0].state == REQUEUED, "show the run as requeued")
         assert seen.detail.startswith("restarted 1x")
         start_requeued_now([seen])
+        [timed_out] = wait_for(limited, lambda st: st[0].detail.startswith("restarted"), "requeue at its limit")
+        set_time_limit(limited_job, minutes=10)
+        start_requeued_now([timed_out])
         for grid in grids:
             wait_for(grid, lambda st: st[0].state == COMPLETED, "complete")
     finally:
