@@ -15,7 +15,9 @@
 #   bench     benchmarks/run.py on matrices/gpu-check.yaml (--cpu: gpu-check-cpu.yaml): tokens/s, MFU against the
 #             GPU's dense bf16 peak, peak memory against DeepSpeed's estimate, the HF Trainer beside medtrain;
 #             each row is a fresh process, its start-up and warm-up steps outside the measured steps
-#   pretrain  `medtrain pretrain`, 30 steps, ZeRO-2, bf16 (--cpu: fp32), exported as a Hugging Face folder
+#   profile   the ZeRO-0 seq_len-512 row again under torch.profiler: OUT/results/profiled/ (operator table, trace)
+#   pretrain  `medtrain pretrain`, 30 steps, ZeRO-2, precision unset (so bf16 on the GPU, fp32 with --cpu),
+#             exported as a Hugging Face folder
 #   finetune  `medtrain finetune`, NER, 1 epoch, on that export
 #   report    OUT/report/report.md and PNGs (benchmarks/report.py) and OUT/summary.md (steps, seconds, versions)
 # PYTHON=... picks the interpreter (default python3). Exit 0 only when every step passed.
@@ -100,21 +102,24 @@ step data 180 bash -c '
 
 if [ "$MODE" = gpu ]; then
   MATRIX=gpu-check MODEL='{hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072}'
-  PRECISION=bf16 MICRO=32 BENCH_LIMIT=330
+  MICRO=32 BENCH_LIMIT=330 PROFILED='medtrain base/mbert s512 mb16 zero0'
 else
   MATRIX=gpu-check-cpu MODEL='{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 128}'
-  PRECISION=fp32 MICRO=4 BENCH_LIMIT=240
+  MICRO=4 BENCH_LIMIT=240 PROFILED='medtrain mini/sample s512 mb1 zero0'
 fi
 step bench "$BENCH_LIMIT" "$PYTHON" "$REPO/benchmarks/run.py" "$REPO/benchmarks/matrices/$MATRIX.yaml" \
   --out "$OUT/results"
+# where the seq_len-512 step spends its time: operator table and trace in OUT/results/profiled/
+step profile 120 "$PYTHON" "$REPO/benchmarks/run.py" "$REPO/benchmarks/matrices/$MATRIX.yaml" \
+  --only "$PROFILED" --profile --out "$OUT/results"
 
 cat >"$OUT/pretrain.yaml" <<EOF
 output_dir: $OUT/pretrain
 data: {shards: $OUT/shards, micro_batch_size: $MICRO, num_workers: 2}
 model: {config: $MODEL}
 deepspeed: $REPO/ds_configs/zero2.json
-train: {max_steps: 30, lr: 1.0e-4, warmup_steps: 3, precision: $PRECISION, save_every: 30, eval_every: 30,
-        eval_batches: 2, log_every: 5}
+train: {max_steps: 30, lr: 1.0e-4, warmup_steps: 3, save_every: 30, eval_every: 30, eval_batches: 2,
+        log_every: 5}
 progress: false
 EOF
 step pretrain 150 "$PYTHON" -m medtrain.cli pretrain "$OUT/pretrain.yaml"

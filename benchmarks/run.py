@@ -93,6 +93,9 @@ class Axes:
     """model.attention, for medtrain and the baselines alike (transformers' attn_implementation)."""
     compile: bool | None = None
     """medtrain's train.compile (unset: on with CUDA, off on CPU)."""
+    fused_optimizer: bool | None = None
+    """medtrain's train.fused_optimizer (unset: on unless the JSON offloads the optimizer). The Trainer baselines
+    take the Trainer's default optimizer (fused AdamW with torch >= 2.8)."""
     procs: int = 1
     """Processes (GPUs) per node."""
     nodes: int = 1
@@ -137,7 +140,7 @@ class Axes:
             return
         if self.procs * self.nodes != 1:
             fail("the Hugging Face baselines run one process (procs: 1, nodes: 1)")
-        self.deepspeed = self.compile = None  # not applicable to the Trainer baseline
+        self.deepspeed = self.compile = self.fused_optimizer = None  # not applicable to the Trainer baseline
         if self.system == "hf-grouped":
             self.hf_padding = None
         elif self.hf_padding is None:
@@ -250,6 +253,8 @@ def label(cfg: dict[str, Any]) -> str:
         parts.append(str(cfg["attention"]))
     if cfg.get("compile"):
         parts.append("compiled")
+    if cfg.get("fused_optimizer") is False:
+        parts.append("unfused")
     parts.append(f"{cfg.get('nodes')}x{cfg.get('procs')}p")
     return " ".join(parts)
 
@@ -315,7 +320,7 @@ def pretrain_config(cfg: dict[str, Any], shards: Path, vocab: int, out_dir: Path
         "train": {"max_steps": cfg["warmup_steps"] + cfg["measure_steps"], "warmup_steps": 0, "schedule": "constant",
                   "lr": cfg["lr"], "grad_accum": cfg["grad_accum"], "precision": cfg["precision"],
                   "activation_checkpointing": cfg["activation_checkpointing"], "compile": cfg["compile"],
-                  "seed": cfg["seed"], "eval_every": 0},
+                  "fused_optimizer": cfg["fused_optimizer"], "seed": cfg["seed"], "eval_every": 0},
     }
 
 
@@ -365,14 +370,18 @@ def run_folder(work: Path, cfg: dict[str, Any], purpose: str = "matrix") -> Path
 
 
 def run_one(cfg: dict[str, Any], matrix: Matrix, work: Path, timeout: float, scale: float,
-            purpose: str = "matrix", repeat: int = 0) -> dict[str, Any]:
-    """Run one configuration in a fresh process; its result line (status ok, oom, timeout or error)."""
+            purpose: str = "matrix", repeat: int = 0, profile: Path | None = None) -> dict[str, Any]:
+    """Run one configuration in a fresh process; its result line (status ok, oom, timeout or error). `profile`:
+    a folder for torch.profiler's tables and traces of the measured steps (worker.StepProfile); the row's times
+    are then not comparable with unprofiled rows."""
     sig = signature(cfg)
     folder = run_folder(work, cfg, purpose) if not repeat else run_folder(work, cfg, f"{purpose}-{repeat}")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     run_json, out = folder / "run.json", folder / "result.json"
     resolved = resolve(cfg, scale, folder)
+    if profile is not None:
+        resolved["profile"] = str(profile / f"{sig}-{repeat}")
     run_json.write_text(json.dumps(resolved, indent=1), encoding="utf-8")
     cmd = command(cfg, run_json, out, matrix)
     env = dict(os.environ)
@@ -409,6 +418,8 @@ def run_one(cfg: dict[str, Any], matrix: Matrix, work: Path, timeout: float, sca
                            "time": datetime.datetime.now().isoformat(timespec="seconds"),
                            "wall_s": round(wall, 1), "returncode": rc,
                            "command": cmd if isinstance(cmd, str) else shlex.join(cmd)}
+    if profile is not None:
+        row["profile"] = resolved["profile"]
     if out.is_file():
         row.update(json.loads(out.read_text(encoding="utf-8")))
         if rc not in (0, None) and row.get("status") == "ok":
@@ -626,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the whole list N times, round robin, so load from other jobs hits every "
                              "configuration alike; the report takes the median run (matrix: repeat, default 1)")
     parser.add_argument("--report", action="store_true", help="run benchmarks/report.py on the results afterwards")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the measured steps (torch.profiler): results, operator tables and traces go "
+                             "to OUT/profiled/, apart from the timings")
     args = parser.parse_args(argv)
     try:
         return _main(args)
@@ -642,7 +656,7 @@ def _main(args: argparse.Namespace) -> int:
         configs = [c for c in configs if any(o in label(c) or o in signature(c) for o in args.only)]
     timeout = float(args.timeout or matrix.timeout_s)
     scale = matrix.data_scale
-    results = results_path(args.out, matrix.name)
+    results = results_path(args.out / "profiled" if args.profile else args.out, matrix.name)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = CACHE / "runs" / f"{matrix.name}-{stamp}"
 
@@ -675,9 +689,12 @@ def _main(args: argparse.Namespace) -> int:
             for i, cfg in enumerate(configs, 1):
                 print(f"[{i}/{len(configs)}{f' run {repeat + 1}/{repeats}' if repeats > 1 else ''}] {label(cfg)}",
                       flush=True)
-                row = run_one(cfg, matrix, work, timeout, scale, repeat=repeat)
+                row = run_one(cfg, matrix, work, timeout, scale, repeat=repeat,
+                              profile=results.parent if args.profile else None)
                 append(results, row)
                 print(f"    {_brief(row)}  ({row['wall_s']:.0f} s)", flush=True)
+                if row.get("profile"):
+                    print(f"    profile: {row['profile']}/ops-rank0.txt", flush=True)
         if configs:
             print(f"{len(configs)} configurations x {repeats} in {time.perf_counter() - total:.0f} s; "
                   f"results in {results}")

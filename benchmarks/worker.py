@@ -178,6 +178,49 @@ def throughput(step_times: list[float], tokens_per_step: list[int], sequences_pe
     }
 
 
+class StepProfile:
+    """`run.py --profile`: torch.profiler over the first (at most 5) measured steps, after the warm-up ones,
+    written to RUN.json's `profile` folder as ops-rank<R>.txt (operators by self time, the device's where there
+    is one) and trace-rank<R>.json (chrome://tracing, Perfetto). Without `profile` it does nothing."""
+
+    def __init__(self, cfg: dict[str, Any], rank: int = 0):
+        import torch
+
+        self.folder, self.rank, self.cuda = cfg.get("profile"), rank, torch.cuda.is_available()
+        self.profiler = None
+        if self.folder:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.cuda:
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            warm = cfg["warmup_steps"]
+            self.profiler = torch.profiler.profile(
+                activities=activities, on_trace_ready=self._write,
+                schedule=torch.profiler.schedule(wait=max(0, warm - 1), warmup=min(1, warm),
+                                                 active=min(5, cfg["measure_steps"]), repeat=1))
+
+    def __enter__(self) -> StepProfile:
+        if self.profiler is not None:
+            self.profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.profiler is not None:
+            self.profiler.__exit__(*exc)
+
+    def step(self) -> None:
+        """Call at the end of every optimizer step."""
+        if self.profiler is not None:
+            self.profiler.step()
+
+    def _write(self, profiler: Any) -> None:
+        folder = Path(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        order = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
+        table = profiler.key_averages().table(sort_by=order, row_limit=40)
+        (folder / f"ops-rank{self.rank}.txt").write_text(table, encoding="utf-8")
+        profiler.export_chrome_trace(str(folder / f"trace-rank{self.rank}.json"))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
@@ -260,7 +303,8 @@ def run(cfg: dict[str, Any], out: Path) -> int:
     try:
         # What pretraining builds, in its order (dist -> data -> model -> engine -> checkpoint -> monitor), from
         # the pretraining config run.py wrote; nothing is evaluated, saved or logged while timing.
-        built = build(build_config(PretrainConfig, cfg["pretrain"]), info)
+        pretrain_cfg = build_config(PretrainConfig, cfg["pretrain"])
+        built = build(pretrain_cfg, info)  # resolves the unset fast-path switches for this machine
         engine, manifest = built.engine, built.manifest
         estimates = model_states_estimates(built.model, cfg)
         if cuda:
@@ -274,28 +318,30 @@ def run(cfg: dict[str, Any], out: Path) -> int:
         batches = iter(built.loader)
         step_times, waits, masked_per_step, losses = [], [], [], []
         first_step_s = None
-        previous = time.perf_counter()
-        for step in range(steps):
-            wait, masked = 0.0, 0
-            for _ in range(cfg["grad_accum"]):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                wait += time.perf_counter() - t0
-                masked += batch.num_masked
-                loss = engine(*batch.to(engine.device))
-                engine.backward(loss)
-                engine.step()
-            losses.append(loss.item())  # synchronises with the device; so does the next line
-            if cuda:
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            if step == 0:
-                first_step_s = now - previous
-            if step >= cfg["warmup_steps"]:
-                step_times.append(now - previous)
-                waits.append(wait)
-                masked_per_step.append(masked)
-            previous = now
+        with StepProfile(cfg, info.rank) as profile:
+            previous = time.perf_counter()
+            for step in range(steps):
+                wait, masked = 0.0, 0
+                for _ in range(cfg["grad_accum"]):
+                    t0 = time.perf_counter()
+                    batch = next(batches)
+                    wait += time.perf_counter() - t0
+                    masked += batch.num_masked
+                    loss = engine(*batch.to(engine.device))
+                    engine.backward(loss)
+                    engine.step()
+                losses.append(loss.item())  # synchronises with the device; so does the next line
+                if cuda:
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                if step == 0:
+                    first_step_s = now - previous
+                if step >= cfg["warmup_steps"]:
+                    step_times.append(now - previous)
+                    waits.append(wait)
+                    masked_per_step.append(masked)
+                profile.step()
+                previous = time.perf_counter()  # the profiler's own work at a step's end stays out of the next
     except torch.OutOfMemoryError as exc:
         oom("cuda", str(exc).splitlines()[0])
         raise  # not reached
@@ -354,6 +400,9 @@ def run(cfg: dict[str, Any], out: Path) -> int:
                       "hardware_flops_per_step": sum(r["hardware_flops"] for r in ranks) / len(step_time),
                       "head_rows": "masked"},
             "world_size": world, "torch_threads": [r["torch_threads"] for r in ranks],
+            "fast_path": {"attention": pretrain_cfg.model.attention, "compile": pretrain_cfg.train.compile,
+                          "fused_optimizer": pretrain_cfg.train.fused_optimizer,
+                          "precision": pretrain_cfg.train.precision},
             "env": versions(),
         }
         peak = peak_rate(torch)

@@ -89,7 +89,13 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_accum: int = 1
     grad_clip: float = 1.0
-    precision: Precision = "fp32"
+    precision: Precision | None = None
+    """fp32 | bf16 | fp16. Unset: the 16-bit mode the DeepSpeed JSON enables, else bf16 on GPUs that support it
+    (Ampere and newer), else fp32; config.yaml records which."""
+    fused_optimizer: bool | None = None
+    """PyTorch's fused AdamW: one kernel for all parameters, on GPUs and CPUs (2-5x faster than its loop on CPU),
+    nothing compiled at start-up. Unset: on, unless the DeepSpeed JSON offloads the optimizer (DeepSpeed's CPU
+    Adam steps it there)."""
     activation_checkpointing: bool = False
     """Recompute activations in backward: less memory, about a third more compute."""
     compile: bool | None = None
@@ -144,14 +150,33 @@ class StopRequested:
         self.signum = signum
 
 
-def step_summary(local_loss: float, stop: StopRequested) -> tuple[float, bool]:
-    """One all-reduce per step: the loss averaged over ranks, and whether any rank was asked to stop."""
-    stats = torch.tensor([local_loss, 0.0 if stop.signum is None else 1.0], dtype=torch.float64)
-    world = 1
+def any_rank_stopping(stop: StopRequested, host_group: Any) -> bool:
+    """Whether any rank was asked to stop: one all-reduce of a CPU flag per step, over `host_group` (gloo), so the
+    ranks stop at the same step without waiting for their GPU."""
+    flag = torch.tensor([0 if stop.signum is None else 1], dtype=torch.int32)
     if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(stats)
-        world = torch.distributed.get_world_size()
-    return stats[0].item() / world, stats[1].item() > 0
+        torch.distributed.all_reduce(flag, group=host_group)
+    return bool(flag.item())
+
+
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """A scalar on the device, averaged over ranks and read back: the step's one wait for the device, so it is
+    called on log steps only."""
+    value = value.detach().double().reshape(1)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        value /= torch.distributed.get_world_size()
+    return value.item()
+
+
+def resolve_device_defaults(t: TrainConfig, ds_config: Path) -> None:
+    """Unset fast-path switches take the fast choice for this machine; config.yaml then records what ran."""
+    if t.compile is None:
+        t.compile = torch.cuda.is_available()
+    if t.precision is None:
+        t.precision = engines.default_precision(ds_config)
+    if t.fused_optimizer is None:
+        t.fused_optimizer = engines.zero_layout(ds_config)[1] == "none"
 
 
 def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Masker:
@@ -164,11 +189,12 @@ def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Mas
 def evaluate(engine: Any, batches: Iterable[MaskedBatch], max_batches: int) -> dict[str, float]:
     """Masked-LM loss (mean over masked tokens, all ranks) and perplexity on the held-out shards."""
     engine.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total = torch.zeros(2, dtype=torch.float64, device=engine.device)  # on the device: NCCL reduces no CPU tensor
     with torch.no_grad():
         for masked in itertools.islice(batches, max_batches or None):
             loss = engine(*masked.to(engine.device))
-            total += torch.tensor([loss.item() * masked.num_masked, masked.num_masked], dtype=torch.float64)
+            total[0] += loss.detach().double() * masked.num_masked
+            total[1] += masked.num_masked
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)
     engine.train()
@@ -195,6 +221,8 @@ class Built:
     monitor: Monitor
     samples_per_step: int
     """Sequences per optimizer step, all ranks together."""
+    host_group: Any = None
+    """A gloo group for small CPU collectives (the stop flag): the world group on CPU, its own group beside NCCL."""
     audit: checkpoint.AuditLog | None = None
     """This rank's audit file (data.audit), trimmed to start_step."""
 
@@ -235,9 +263,8 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     #    as many as the CPUs SLURM gave the task (unless OMP_NUM_THREADS says otherwise).
     info = dist.discover() if info is None else info
     dist.use_slurm_threads()
-    engines.init_process_group(info, timeout_s=cfg.train.collective_timeout_s)
-    if cfg.train.compile is None:
-        cfg.train.compile = torch.cuda.is_available()
+    host_group = engines.init_process_group(info, timeout_s=cfg.train.collective_timeout_s)
+    resolve_device_defaults(cfg.train, cfg.deepspeed)
     if info.rank == 0:
         if info.world_size > 1:
             print(f"{info.world_size} ranks ({info.launcher}), rendezvous at {info.rendezvous()}; collectives time "
@@ -270,7 +297,7 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     spec = EngineSpec(ds_config=cfg.deepspeed, micro_batch_size=d.micro_batch_size, grad_accum=t.grad_accum,
                       lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, schedule=t.schedule,
                       min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-                      precision=t.precision, load_universal=universal)
+                      precision=t.precision, load_universal=universal, fused_optimizer=t.fused_optimizer)
     engine = engines.initialize(model, spec, info.world_size)
     torch.manual_seed(t.seed * 1000 + info.rank + 1)  # dropout differs per rank, fixed per seed
     # 5. Checkpoint: resume from the latest complete one, loader position and RNG included.
@@ -285,11 +312,13 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     if step == 0:
         monitor.text("config", "```\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False) + "```")
     return Built(info, manifest, loader, validation, model, engine, ckpt_dir, step, monitor,
-                 samples_per_step=d.micro_batch_size * t.grad_accum * info.world_size, audit=audit)
+                 samples_per_step=d.micro_batch_size * t.grad_accum * info.world_size, host_group=host_group,
+                 audit=audit)
 
 
 def train_metrics(b: Built, step: int, loss: float, learning_rate: float, seconds: float) -> dict[str, float]:
-    """The `train/*` scalars of one step (`seconds`: its wall time), named as the Hugging Face Trainer names them."""
+    """The `train/*` scalars of a log step (`seconds`: wall time per step since the last one), named as the Hugging
+    Face Trainer names them."""
     grad_norm = b.engine.get_global_grad_norm()  # None where DeepSpeed does not compute it (ZeRO 0, fp32)
     norm = {} if grad_norm is None else {"grad_norm": float(grad_norm)}
     return {"loss": loss, "learning_rate": learning_rate, **norm,
@@ -336,10 +365,12 @@ def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
             print(f"{out} is complete (step {step}, export/); nothing to do", file=sys.stderr)
         return 0
     batches = iter(b.loader)
+    # Nothing in a step reads the device back: the loss stays a device tensor until a log step (the rate there is
+    # per step since the window opened; evaluation and checkpoints, which wait for the device, open a new one).
+    window_start, window_steps = time.perf_counter(), 0
     while not finished():
-        started = time.perf_counter()
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler moves on in engine.step)
-        local_loss, ids = 0.0, []
+        step_loss, ids = torch.zeros((), device=engine.device), []
         for _ in range(t.grad_accum):
             batch = next(batches)
             if isinstance(batch, Audited):
@@ -347,14 +378,18 @@ def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
             loss = engine(*batch.to(engine.device))
             engine.backward(loss)
             engine.step()
-            local_loss += loss.item() / t.grad_accum
-        step += 1
+            step_loss += loss.detach() / t.grad_accum
+        step, window_steps = step + 1, window_steps + 1
         if b.audit is not None:
             b.audit.write(step, ids)
-        mean_loss, stop_now = step_summary(local_loss, stop)
+        stop_now = any_rank_stopping(stop, b.host_group)
         if step % t.log_every == 0:
-            b.monitor.log(step, "train", train_metrics(b, step, mean_loss, lr, time.perf_counter() - started))
-        if b.validation is not None and (step % t.eval_every == 0 or finished()):
+            mean_loss = mean_over_ranks(step_loss)
+            seconds = (time.perf_counter() - window_start) / window_steps
+            b.monitor.log(step, "train", train_metrics(b, step, mean_loss, lr, seconds))
+            window_start, window_steps = time.perf_counter(), 0
+        evaluated = b.validation is not None and (step % t.eval_every == 0 or finished())
+        if evaluated:
             b.monitor.log(step, "eval", evaluate(engine, b.validation, t.eval_batches))
         if stop_now:
             save()
@@ -362,8 +397,11 @@ def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
             print(f"rank {rank}: stopped by signal {stop.signum} at step {step}; checkpoint saved, "
                   "run again to resume", file=sys.stderr)
             return 0
-        if step % t.save_every == 0 or finished():
+        saved = step % t.save_every == 0 or finished()
+        if saved:
             save()
+        if evaluated or saved:
+            window_start, window_steps = time.perf_counter(), 0
     # Export: the full fp32 weights (gathered from ZeRO-3 shards) as a Hugging Face folder.
     full_state = engines.gather_full_state(engine)
     if rank == 0:  # what the run trained on, corpus by corpus, beside what the mix asked for

@@ -56,6 +56,25 @@ def history(run_dir: Path) -> list[dict[str, float]]:
     return [{k: v for k, v in json.loads(line).items() if k in ("step", *COMPARED)} for line in lines]
 
 
+def optimizer_fused(run_dir: Path) -> bool:
+    """Whether the AdamW in the run's last checkpoint was PyTorch's fused one (its param_groups say so)."""
+    [state] = (run_dir / "checkpoints").glob("step-*/*optim_states.pt")
+    groups = []
+
+    def find(value: object) -> None:
+        if isinstance(value, dict):
+            groups.extend(g for g in value.get("param_groups", []) if isinstance(g, dict))
+            for item in value.values():
+                find(item)
+        elif isinstance(value, list):
+            for item in value:
+                find(item)
+
+    find(torch.load(state, map_location="cpu", weights_only=False))
+    assert groups, f"no optimizer param_groups in {state}"
+    return all(g.get("fused") for g in groups)
+
+
 def latest_step(run_dir: Path) -> int:
     try:
         return int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
@@ -216,6 +235,22 @@ def test_accumulation_checkpointing_token_limit_and_continuing_from_an_export(sa
     assert second_loss[0] < first_loss[0] - 0.05  # it starts from the trained weights, not from scratch
 
 
+def test_a_step_reads_nothing_back_from_the_device_except_on_log_steps(sample_shards: Path,
+                                                                       tmp_path: Path) -> None:
+    """A GPU runs ahead only while the host does not wait for it: the loss (and grad norm) are read back on log
+    steps only; the one read every step is the stop flag, a CPU tensor reduced over gloo. Counted by a spy on
+    every tensor-to-host read made from medtrain/pretrain.py, in a real single-process run."""
+    config = write_config(tmp_path, sample_shards, "zero2", 8, log_every=4, eval_every=0, save_every=8)
+    reads, out = tmp_path / "reads.json", tmp_path / "run"
+    run([sys.executable, str(REPO / "tests" / "integration" / "_host_reads.py"), str(reads), str(config),
+         f"output_dir={out}"])
+    assert [r["step"] for r in history(out)] == [4, 8]
+    counts = json.loads(reads.read_text())
+    assert counts.pop("mean_over_ranks item cpu") == 2  # the loss, once per log step
+    assert counts.pop("any_rank_stopping item cpu") == 8  # the stop flag, every step
+    assert all(key.startswith("train_metrics ") and n <= 2 for key, n in counts.items()), counts
+
+
 def test_sigterm_to_the_whole_process_group_saves(sample_shards: Path, tmp_path: Path) -> None:
     """SLURM signals every process of a step, DataLoader workers included; the run must still checkpoint."""
     config = write_config(tmp_path, sample_shards, "zero2", 400, save_every=1000, eval_every=0)
@@ -267,16 +302,18 @@ def test_a_rank_that_stops_answering_ends_the_others_after_the_collective_timeou
     assert proc.returncode != 0
 
 
-def test_compiled_encoder_and_eager_attention_train_like_the_default(sample_shards: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """train.compile and model.attention change kernels, not the model: with dropout off (the compiled graph
-    draws its dropout masks from another generator), every step's loss matches the default run's within 1e-4
-    relative; config.yaml records what the run used (compile unset: off on CPU). Only the compiled run leaves
-    generated code in its inductor cache, so it did run compiled. (That the attention setting reaches the
-    model: tests/unit/test_model.py.)"""
+def test_compiled_encoder_eager_attention_and_unfused_adamw_train_like_the_default(
+        sample_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.compile, model.attention and train.fused_optimizer change kernels, not the model: with dropout off
+    (the compiled graph draws its dropout masks from another generator), every step's loss matches the default
+    run's within 1e-4 relative; config.yaml records what the run used (unset on CPU: compile off, fp32, fused
+    AdamW), and so does the optimizer state in the checkpoint. Only the compiled run leaves generated code in
+    its inductor cache, so it did run compiled. (That the attention setting reaches the model:
+    tests/unit/test_model.py.)"""
     config = write_config(tmp_path, sample_shards, "zero3", 4, eval_every=0)
     no_dropout = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    runs = {"default": [], "compiled": ["train.compile=true"], "eager": ["model.attention=eager"]}
+    runs = {"default": [], "compiled": ["train.compile=true"], "eager": ["model.attention=eager"],
+            "unfused": ["train.fused_optimizer=false"]}
     losses = {}
     for name, overrides in runs.items():
         out = tmp_path / name
@@ -290,6 +327,9 @@ def test_compiled_encoder_and_eager_attention_train_like_the_default(sample_shar
         saved = yaml.safe_load((out / "config.yaml").read_text())
         assert saved["train"]["compile"] is (name == "compiled")
         assert saved["model"]["attention"] == ("eager" if name == "eager" else "sdpa")
+        assert saved["train"]["precision"] == "fp32"
+        assert saved["train"]["fused_optimizer"] is (name != "unfused")
+        assert optimizer_fused(out) is (name != "unfused")
     assert len(losses["default"]) == 4
-    for name in ("compiled", "eager"):
+    for name in ("compiled", "eager", "unfused"):
         assert losses[name] == pytest.approx(losses["default"], rel=1e-4), name

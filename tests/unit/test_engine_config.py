@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medtrain.engine import EngineSpec, build_ds_config, lr_factor, model_states_estimate
+from medtrain.engine import EngineSpec, build_ds_config, default_precision, lr_factor, model_states_estimate
 from medtrain.errors import UserError
 
 DS_CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
@@ -89,3 +89,16 @@ def test_memory_estimate_counts_every_parameter_once() -> None:
     assert stage3["largest_layer_params"] == 512 * 32  # position embeddings (BERT default 512) > words (100)
     assert stage3["function"] == "estimate_zero3_model_states_mem_needs" and stage3["host"] > 0
     assert model_states_estimate(model, stage=0, offload="none", procs=1, nodes=1)["function"] is None
+
+
+@pytest.mark.parametrize("section, expected", [("bf16", "bf16"), ("fp16", "fp16"), (None, None)])
+def test_unset_precision_follows_the_json_then_the_device(section: str | None, expected: str | None,
+                                                          tmp_path: Path) -> None:
+    """The 16-bit mode a JSON enables wins (so an fp16 JSON needs no train.precision); otherwise bf16 where the GPU
+    has it, fp32 on CPU."""
+    import torch
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, **({section: {"enabled": True}} if section else {})}))
+    on_device = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    assert default_precision(path) == (expected or on_device)
