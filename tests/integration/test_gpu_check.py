@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import AutoModelForMaskedLM
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ["install", "check", "versions", "data", "bench", "pretrain", "finetune", "report"]
+STEPS = ["install", "check", "versions", "data", "bench", "profile", "pretrain", "finetune", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,14 @@ def test_every_step_runs_on_cpu(wheels: Path, tmp_path: Path) -> None:
     assert (out / "site" / "deepspeed").is_dir()  # installed from the wheels, not taken from the venv
     rows = [json.loads(line) for path in (out / "results").glob("*.jsonl") for line in path.read_text().splitlines()]
     assert len(rows) == 10 and {row["status"] for row in rows} == {"ok"}, [row.get("error") for row in rows]
+    [profiled] = [json.loads(line) for path in (out / "results" / "profiled").glob("*.jsonl")
+                  for line in path.read_text().splitlines()]
+    assert profiled["status"] == "ok" and "s512" in profiled["name"]
+    ops = (Path(profiled["profile"]) / "ops-rank0.txt").read_text()
+    assert "aten::mm" in ops and "Self CPU" in ops  # torch.profiler's table of the measured steps
+    assert Path(profiled["profile"]).is_relative_to(out)
+    saved = yaml.safe_load((out / "pretrain" / "config.yaml").read_text())
+    assert saved["train"]["precision"] == "fp32" and saved["train"]["fused_optimizer"] is True  # unset: CPU's
     report = (out / "report" / "report.md").read_text()
     assert "## medtrain against the Hugging Face Trainer" in report and "hf-grouped" in report
     assert (out / "report" / "throughput_vs_micro_batch.png").is_file()
