@@ -221,11 +221,11 @@ def normalize(cfg: dict[str, Any], path: Path = Path("<matrix>"), lines: dict[st
 
 def layout(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ZeRO stage and offload that a medtrain configuration's DeepSpeed JSON sets (for the report)."""
-    from medtrain.engine import zero_layout  # imports torch: only once a configuration is checked
+    from medtrain.engine import load_ds_json, zero_layout  # imports torch: only once a configuration is checked
 
     if cfg["system"] != "medtrain":
         return {"zero": None, "offload": "none"}
-    stage, offload = zero_layout(REPO / cfg["deepspeed"])
+    stage, offload = zero_layout(load_ds_json(REPO / cfg["deepspeed"]))
     return {"zero": stage, "offload": offload}
 
 

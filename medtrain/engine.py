@@ -85,9 +85,10 @@ def _offloads(zero: dict[str, Any], what: str) -> bool:
 Offload = Literal["none", "optimizer", "all"]
 
 
-def zero_layout(ds_config: Path) -> tuple[int, Offload]:
-    """The ZeRO stage and what a DeepSpeed JSON offloads to the CPU (none, optimizer, or all: parameters too)."""
-    zero = load_ds_json(ds_config).get("zero_optimization", {"stage": 0})
+def zero_layout(ds_json: dict[str, Any]) -> tuple[int, Offload]:
+    """The ZeRO stage and what a DeepSpeed JSON (as `load_ds_json` read it) offloads to the CPU (none, optimizer, or
+    all: parameters too)."""
+    zero = ds_json.get("zero_optimization", {"stage": 0})
     offload: Offload = "none"
     if _offloads(zero, "offload_optimizer"):
         offload = "all" if _offloads(zero, "offload_param") else "optimizer"
@@ -159,11 +160,10 @@ def init_process_group(info: DistInfo, backend: str | None = None, timeout_s: fl
     return torch.distributed.new_group(backend="gloo", timeout=timeout)
 
 
-def default_precision(ds_config: Path) -> Precision:
+def default_precision(ds_json: dict[str, Any]) -> Precision:
     """The 16-bit mode the DeepSpeed JSON enables; else bf16 on GPUs that support it (Ampere and newer); else fp32."""
-    base = load_ds_json(ds_config)
     for name in ("bf16", "fp16"):
-        if base.get(name, {}).get("enabled", False):
+        if ds_json.get(name, {}).get("enabled", False):
             return name
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
@@ -216,10 +216,6 @@ def initialize(model: torch.nn.Module, spec: EngineSpec, world_size: int) -> Any
     def schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
             step, spec.warmup_steps, spec.max_steps, spec.schedule, spec.min_lr_ratio))
-
-    if "optimizer" in ds_config and spec.fused_optimizer:
-        raise UserError("train.fused_optimizer: this JSON offloads the optimizer, which DeepSpeed's CPU Adam steps; "
-                        "leave train.fused_optimizer unset or false", spec.ds_config)
 
     def optimizer(groups: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps,

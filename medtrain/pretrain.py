@@ -38,7 +38,7 @@ from medtrain.data.shards import Manifest, read_manifest
 from medtrain.data.stream import Audited, StatefulLoader, ValidationStream, build_train_loader, validation_loader
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.engine import EngineSpec, Precision, Schedule
-from medtrain.errors import EXIT_PEER_LOST, run_reporting_errors
+from medtrain.errors import EXIT_PEER_LOST, UserError, run_reporting_errors
 from medtrain.io import write_json_atomic
 from medtrain.model import MaskedLM, ModelConfig, build_model, export
 from medtrain.monitor import Monitor, memory_mb
@@ -170,13 +170,19 @@ def mean_over_ranks(value: torch.Tensor) -> float:
 
 
 def resolve_device_defaults(t: TrainConfig, ds_config: Path) -> None:
-    """Unset fast-path switches take the fast choice for this machine; config.yaml then records what ran."""
+    """Unset fast-path switches take the fast choice for this machine; config.yaml then records what ran. Called
+    before any rank starts or writes, so a contradiction with the DeepSpeed JSON leaves nothing behind."""
+    ds_json = engines.load_ds_json(ds_config)
+    offloads_optimizer = engines.zero_layout(ds_json)[1] != "none"
+    if t.fused_optimizer and offloads_optimizer:
+        raise UserError("train.fused_optimizer: this JSON offloads the optimizer, which DeepSpeed's CPU Adam steps; "
+                        "leave train.fused_optimizer unset or false", ds_config)
     if t.compile is None:
         t.compile = torch.cuda.is_available()
     if t.precision is None:
-        t.precision = engines.default_precision(ds_config)
+        t.precision = engines.default_precision(ds_json)
     if t.fused_optimizer is None:
-        t.fused_optimizer = engines.zero_layout(ds_config)[1] == "none"
+        t.fused_optimizer = not offloads_optimizer
 
 
 def build_masker(cfg: MaskingConfig, manifest: Manifest, shard_dir: Path) -> Masker:
@@ -263,16 +269,18 @@ def build(cfg: PretrainConfig, info: dist.DistInfo | None = None) -> Built:
     #    as many as the CPUs SLURM gave the task (unless OMP_NUM_THREADS says otherwise).
     info = dist.discover() if info is None else info
     dist.use_slurm_threads()
-    host_group = engines.init_process_group(info, timeout_s=cfg.train.collective_timeout_s)
     resolve_device_defaults(cfg.train, cfg.deepspeed)
+    host_group = engines.init_process_group(info, timeout_s=cfg.train.collective_timeout_s)
     if info.rank == 0:
         if info.world_size > 1:
             print(f"{info.world_size} ranks ({info.launcher}), rendezvous at {info.rendezvous()}; collectives time "
                   f"out after {cfg.train.collective_timeout_s}s (train.collective_timeout_s)", file=sys.stderr)
-        save_resolved(cfg, cfg.output_dir)
-    # 2. Data: the packed shards, this rank's slice of the stream, masking.
+    # 2. Data: the packed shards (their manifest read before rank 0 writes anything), this rank's slice of the
+    #    stream, masking.
     d, t = cfg.data, cfg.train
     manifest = read_manifest(d.shards)
+    if info.rank == 0:
+        save_resolved(cfg, cfg.output_dir)
     masker = build_masker(d.masking, manifest, d.shards)
     loader = build_train_loader(d.shards, d.micro_batch_size, info.rank, info.world_size, seed=t.seed,
                                 weights=d.weights, num_workers=d.num_workers, masker=masker, sampling=d.sampling,

@@ -91,14 +91,17 @@ def test_memory_estimate_counts_every_parameter_once() -> None:
     assert model_states_estimate(model, stage=0, offload="none", procs=1, nodes=1)["function"] is None
 
 
-@pytest.mark.parametrize("section, expected", [("bf16", "bf16"), ("fp16", "fp16"), (None, None)])
-def test_unset_precision_follows_the_json_then_the_device(section: str | None, expected: str | None,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("section, cuda, bf16_capable, expected", [
+    ("bf16", False, False, "bf16"), ("fp16", True, True, "fp16"),
+    (None, True, True, "bf16"), (None, True, False, "fp32"), (None, False, False, "fp32"),
+])
+def test_unset_precision_follows_the_json_then_the_device(section: str | None, cuda: bool, bf16_capable: bool,
+                                                          expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The 16-bit mode a JSON enables wins (so an fp16 JSON needs no train.precision); otherwise bf16 where the GPU
-    has it, fp32 on CPU."""
+    has it, fp32 on older GPUs and on CPU. The device is faked: this is medtrain's choice, not torch's query."""
     import torch
 
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, **({section: {"enabled": True}} if section else {})}))
-    on_device = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    assert default_precision(path) == (expected or on_device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_capable)
+    ds_json = {"zero_optimization": {"stage": 2}, **({section: {"enabled": True}} if section else {})}
+    assert default_precision(ds_json) == expected
