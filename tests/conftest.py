@@ -19,6 +19,12 @@ from typing import NoReturn
 
 import pytest
 
+# One thread per process, for this process and everything the tests start (recipes, SLURM jobs, benchmark rows):
+# two pytest-xdist workers on 2 cores each start multi-threaded processes, and threads beyond the cores spin-wait
+# for one another (a fine-tuning run alone on the machine: 56 CPU-s with 2 threads, 37 with 1, wall within 10%).
+# Code under test that picks its threads itself (torch.set_num_threads from a SLURM task's CPUs) still does.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
 INFRA_FIXTURES = {"slurm_cluster", "two_host_cluster", "mpirun"}
 START_TIMEOUT_S = 120

@@ -5,6 +5,7 @@ a GPU, GPU mode stops at its check with one line that says so."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gpu_check(out: Path, wheels: Path, *mode: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), *mode, str(out)], cwd=REPO, capture_output=True, text=True,
                           timeout=900, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
-                                            "GPU_WHEELS": str(wheels), "HOME": str(out.parent)})
+                                            "GPU_WHEELS": str(wheels), "HOME": str(out.parent),
+                                            "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]})
 
 
 def test_the_wheels_stay_small_and_hold_what_the_gpu_machine_lacks(wheels: Path) -> None:
