@@ -120,7 +120,8 @@ write_conf() {
   local ctld_port="$1" k="$2" host cpus mem_mb ctld_addr=127.0.0.1 nodes slurmd_timeout=300 share=FORCE:4
   host="$(hostname -s)"
   nodes="$host"
-  cpus="$(nproc)"
+  # The cores this process may use; not OMP_NUM_THREADS, which nproc would otherwise report (the suite sets it to 1).
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
   if ((HOSTS > 1)); then
     # One core per host, not shared, so jobs spread over the hosts; a host that stops answering is DOWN
     # after 20 s (its jobs requeued), not SLURM's default 300 s.
