@@ -82,9 +82,10 @@ EOF
 
 step versions 60 "$PYTHON" - "$OUT/versions.json" <<'EOF'
 import json, platform, subprocess, sys
-import deepspeed, torch, transformers
+from importlib.metadata import version  # DeepSpeed's too, unimported: medtrain/engine.py is its one importer
+import torch, transformers
 info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "transformers": transformers.__version__, "deepspeed": deepspeed.__version__,
+        "transformers": transformers.__version__, "deepspeed": version("deepspeed"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 try:
     info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],

@@ -67,7 +67,9 @@ def test_every_step_runs_on_cpu(wheels: Path, tmp_path: Path) -> None:
     report = (out / "report" / "report.md").read_text()
     assert "## medtrain against the Hugging Face Trainer" in report and "hf-grouped" in report
     assert (out / "report" / "throughput_vs_micro_batch.png").is_file()
-    assert json.loads((out / "versions.json").read_text())["gpu"] is None
+    versions = json.loads((out / "versions.json").read_text())
+    [deepspeed_wheel] = wheels.glob("deepspeed-*.whl")
+    assert versions["gpu"] is None and versions["deepspeed"] == deepspeed_wheel.name.split("-")[1]
     AutoModelForMaskedLM.from_pretrained(str(out / "pretrain" / "export"))
     assert json.loads((out / "finetune" / "results.json").read_text())["eval_languages"] == ["es"]
     summary = (out / "summary.md").read_text()
