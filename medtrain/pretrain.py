@@ -391,11 +391,11 @@ def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
         if b.audit is not None:
             b.audit.write(step, ids)
         stop_now = any_rank_stopping(stop, b.host_group)
-        if step % t.log_every == 0:
+        logged = step % t.log_every == 0
+        if logged:
             mean_loss = mean_over_ranks(step_loss)
             seconds = (time.perf_counter() - window_start) / window_steps
             b.monitor.log(step, "train", train_metrics(b, step, mean_loss, lr, seconds))
-            window_start, window_steps = time.perf_counter(), 0
         evaluated = b.validation is not None and (step % t.eval_every == 0 or finished())
         if evaluated:
             b.monitor.log(step, "eval", evaluate(engine, b.validation, t.eval_batches))
@@ -408,7 +408,7 @@ def run_loop(cfg: PretrainConfig, b: Built, stop: StopRequested) -> int:
         saved = step % t.save_every == 0 or finished()
         if saved:
             save()
-        if evaluated or saved:
+        if logged or evaluated or saved:
             window_start, window_steps = time.perf_counter(), 0
     # Export: the full fp32 weights (gathered from ZeRO-3 shards) as a Hugging Face folder.
     full_state = engines.gather_full_state(engine)
