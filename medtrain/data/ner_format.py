@@ -2,6 +2,9 @@
 
 Imports neither numpy nor torch: `medtrain.finetune.config` (and the study config) embed these, and configs must
 stay cheap to load. The readers that act on them are in `medtrain.data.ner`.
+
+    ColumnFormat  column (conll) and CoNLL-U files: where the token and the tag are, and the reading policies
+    BratFormat    BRAT folders: what to do with an annotation whose offsets do not match its .txt
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ColumnFormat", "LabelConfig", "label_overlap"]
+__all__ = ["CONLLU_FIELDS", "BratFormat", "ColumnFormat", "LabelConfig", "conllu_tag_place", "label_overlap"]
+
+CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+"""The ten CoNLL-U fields, in order, by the names the `conllu` package gives them."""
 
 
 @dataclass
 class ColumnFormat:
-    """How a column ("conll") file is laid out: one token per line, blank lines between sentences."""
+    """How a column ("conll") or CoNLL-U file is laid out: one token per line, blank lines between sentences."""
 
     token: int = 0
-    """Column index of the token."""
-    tag: int = -1
-    """Column index of the BIO tag; -1: the last column (MoNERo's `token lemma tag POS` needs 2)."""
+    """Column index of the token (column files; CoNLL-U's token is always FORM)."""
+    tag: int | str = -1
+    """Column files: column index of the BIO tag; -1: the last column (MoNERo's `token lemma tag POS` needs 2).
+    CoNLL-U: `misc:KEY` (a key inside MISC, e.g. misc:BioNERLabel; absent or `_` = O) or a field name (xpos)."""
     separator: Literal["tab", "space"] | None = None
     """Between columns: one tab, or one space; omitted: any run of whitespace."""
     document_marker: str | None = "-DOCSTART-"
@@ -35,7 +42,9 @@ class ColumnFormat:
     def __post_init__(self) -> None:
         if not _is_int(self.token) or self.token < 0:
             raise ValueError("columns.token must be a column index >= 0")
-        if not _is_int(self.tag) or self.tag < -1:
+        if isinstance(self.tag, str):
+            conllu_tag_place(self.tag)
+        elif not _is_int(self.tag) or self.tag < -1:
             raise ValueError("columns.tag must be a column index >= 0, or -1 for the last column")
         if self.tag == self.token:
             raise ValueError("columns.tag and columns.token name the same column")
@@ -52,7 +61,41 @@ class ColumnFormat:
 
     def min_columns(self) -> int:
         """The fewest columns a token line needs: both indices must exist, and a last-column tag needs 2."""
+        if not isinstance(self.tag, int):
+            raise ValueError("columns.tag names a CoNLL-U field; column files need a column index")
         return max(self.token, self.tag if self.tag >= 0 else 1) + 1
+
+
+def conllu_tag_place(tag: object) -> tuple[str, str | None]:
+    """`misc:KEY` -> ("misc", KEY); a field name -> (field, None); anything else is a ValueError naming the fix."""
+    if isinstance(tag, str):
+        field_name, colon, key = tag.partition(":")
+        if colon and field_name.lower() == "misc" and key and key.split() == [key] and "=" not in key \
+                and "|" not in key:
+            return "misc", key
+        if not colon and tag.lower() in CONLLU_FIELDS and tag.lower() not in ("id", "form"):
+            return tag.lower(), None
+    raise ValueError(f"columns.tag for CoNLL-U must be misc:KEY (a key inside MISC, e.g. misc:BioNERLabel) or one "
+                     f"of the fields {', '.join(f for f in CONLLU_FIELDS if f not in ('id', 'form'))}")
+
+
+@dataclass
+class BratFormat:
+    """How a BRAT folder is read where an annotation's text is not at its offsets in the .txt (a slip of the
+    release: PharmaCoNER 2019 has five, all in one document, one or two characters late)."""
+
+    offset_mismatch: Literal["repair", "skip", "error"] = "repair"
+    """repair: use the nearest place within `repair_window` characters where the annotated text is, and skip
+    the annotation if there is none; skip: drop every mismatched annotation; error: stop at its file:line.
+    Test gold is always scored with the offsets as written, as the shared tasks' scorers do."""
+    repair_window: int = 8
+    """How many characters before or after the written start `repair` looks for the annotated text."""
+
+    def __post_init__(self) -> None:
+        if self.offset_mismatch not in ("repair", "skip", "error"):
+            raise ValueError("offset_mismatch must be repair, skip or error")
+        if not _is_int(self.repair_window) or self.repair_window < 1:
+            raise ValueError("repair_window must be a number of characters >= 1")
 
 
 @dataclass
