@@ -14,8 +14,7 @@ level. The best epoch is chosen on the headline F1 of the dev languages pooled.
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from medtrain import metrics
 from medtrain.config import config_to_dict
 from medtrain.data import ner
+from medtrain.data.ner.scoring import span_report, span_unit_counts
 from medtrain.finetune.cache import FeatureCache
 from medtrain.finetune.config import SPLITS, EvalConfig, FinetuneConfig, Source
 from medtrain.finetune.labels import scored_types
@@ -46,29 +46,6 @@ class NerPart:
     @property
     def docs(self) -> list[ner.NerDocument]:
         return self.corpus.documents
-
-
-def span_unit_counts(docs: Sequence[ner.NerDocument], predicted: Mapping[str, Iterable[ner.Entity]],
-                     types: set[str]) -> dict[str, metrics.Counts]:
-    """Exact-offset counts of `types` per bootstrap unit: a document, or each sentence when the set is one
-    document (an entity belongs to the sentence its first character is in, `doc:i` as metrics.unit_counts names
-    it). Fine-tuning's intervals and the study's comparison both count here, so they resample the same things."""
-    def keys(entities: Iterable[ner.Entity]) -> list[tuple[str, Any]]:
-        return [(e.type, e.fragments) for e in entities if e.type in types]
-
-    if len(docs) != 1:
-        return {d.doc_id: metrics.span_counts(keys(d.entities), keys(predicted.get(d.doc_id, ()))) for d in docs}
-    doc = docs[0]
-    starts, start = [], 0
-    for sentence in doc.sentences:
-        start = sentence.words[0].start if sentence.words else start
-        starts.append(start)
-    gold: list[list[ner.Entity]] = [[] for _ in starts]
-    pred: list[list[ner.Entity]] = [[] for _ in starts]
-    for out, entities in ((gold, doc.entities), (pred, predicted.get(doc.doc_id, ()))):
-        for entity in entities:
-            out[max(0, bisect_right(starts, entity.start) - 1)].append(entity)
-    return {f"{doc.doc_id}:{i}": metrics.span_counts(keys(g), keys(p)) for i, (g, p) in enumerate(zip(gold, pred))}
 
 
 def only_types(tags: Sequence[str], types: set[str]) -> list[str]:
@@ -183,22 +160,15 @@ class NerTask(Task):
                                    [only_types(t, part.scored) for t in tags])
 
     def _report(self, part: NerPart, tags: list[list[str]], ev: EvalConfig) -> dict[str, Any]:
-        report: dict[str, Any] = {}
-        predicted = self._predicted_entities(part, tags)  # once: the span units and the ceiling both need it
-        span_units = span_unit_counts(part.docs, predicted, part.scored)
-        for prefix, units in (("", span_units), ("word_", self._word_units(part, tags))):
-            scores = metrics.entity_scores(metrics.add_counts(*units.values()))
-            rows = np.array([metrics.micro_counts(c) for c in units.values()], dtype=float).reshape(-1, 3)
-            report.update({f"{prefix}{name}": metrics.with_interval(scores["micro"][name], rows,
-                                                                     metrics.micro_metric(name), ev.bootstrap,
-                                                                     ev.bootstrap_seed, ev.alpha) for name in PRF})
-            if not prefix:
-                report.update(scores)
-        ceiling = ner.corpus_span_scores([[e for e in d.entities if e.type in part.scored] for d in part.docs],
-                                         [predicted[d.doc_id] for d in part.docs])["recall_ceiling"]
-        report.update(metric="exact-offset entity F1 (strict, micro)", word_metric="seqeval strict IOB2, words",
-                      recall_ceiling=ceiling, bootstrap_unit="document" if len(part.docs) > 1 else "sentence",
-                      scored_types=sorted(part.scored), unscored_types=sorted(part.corpus.types() - part.scored))
+        report = span_report(part.docs, self._predicted_entities(part, tags), part.scored, ev.bootstrap,
+                             ev.bootstrap_seed, ev.alpha)
+        units = self._word_units(part, tags)
+        rows = np.array([metrics.micro_counts(c) for c in units.values()], dtype=float).reshape(-1, 3)
+        micro = metrics.entity_scores(metrics.add_counts(*units.values()))["micro"]
+        report.update({f"word_{name}": metrics.with_interval(micro[name], rows, metrics.micro_metric(name),
+                                                             ev.bootstrap, ev.bootstrap_seed, ev.alpha)
+                       for name in PRF})
+        report.update(word_metric="seqeval strict IOB2, words", unscored_types=sorted(part.corpus.types() - part.scored))
         return report
 
     def _predicted_entities(self, part: NerPart, tags: list[list[str]]) -> dict[str, list[ner.Entity]]:

@@ -65,7 +65,7 @@ def ner_scores(run_dir: Path, lang: str, gold: list[Any], types: set[str]) -> Ru
     `types` (the run's scored types for lang), the run's BRAT predictions against the gold documents' entities,
     counted per unit as fine-tuning counts them (the headline F1)."""
     from medtrain.data.ner import read_ner
-    from medtrain.finetune.ner import span_unit_counts
+    from medtrain.data.ner.scoring import span_unit_counts
 
     predicted = {d.doc_id: d for d in read_ner(run_dir / "predictions" / lang, "brat")}
     missing = [doc.doc_id for doc in gold if doc.doc_id not in predicted]

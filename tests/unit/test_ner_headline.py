@@ -14,7 +14,8 @@ from medtrain.config import build_config
 from medtrain.data.ner import Entity, NerDocument, Sentence, Word
 from medtrain.errors import UserError
 from medtrain.finetune.config import EvalConfig, FinetuneConfig
-from medtrain.finetune.ner import NerTask, span_unit_counts
+from medtrain.data.ner.scoring import span_unit_counts
+from medtrain.finetune.ner import NerTask
 from medtrain.study.compare import ner_scores
 
 # Two Spanish documents; the second has a nested entity (lung inside lung cancer) a flat tagger cannot both predict.

@@ -6,11 +6,17 @@ so gold and predictions are compared document by document and the counts summed 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from medtrain.data.ner.entities import Entity, flat_spans
+import numpy as np
+
+from medtrain import metrics
+from medtrain.data.ner.entities import Entity, NerDocument, flat_spans
+
+PRF = ("f1", "precision", "recall")
 
 
 def exact_span_scores(gold: Iterable[Entity], pred: Iterable[Entity]) -> dict[str, Any]:
@@ -44,3 +50,44 @@ def _scores(correct: int, support: int, predicted: int, reachable: int) -> dict[
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted,
             "correct": correct, "recall_ceiling": reachable / support if support else 0.0}
+
+
+def span_unit_counts(docs: Sequence[NerDocument], predicted: Mapping[str, Iterable[Entity]],
+                     types: set[str]) -> dict[str, metrics.Counts]:
+    """Exact-offset counts of `types` per bootstrap unit: a document, or each sentence when the set is one
+    document (an entity belongs to the sentence its first character is in, `doc:i` as metrics.unit_counts names
+    it). Fine-tuning's intervals and the study's comparison both count here, so they resample the same things."""
+    def keys(entities: Iterable[Entity]) -> list[tuple[str, Any]]:
+        return [(e.type, e.fragments) for e in entities if e.type in types]
+
+    if len(docs) != 1:
+        return {d.doc_id: metrics.span_counts(keys(d.entities), keys(predicted.get(d.doc_id, ()))) for d in docs}
+    doc = docs[0]
+    starts, start = [], 0
+    for sentence in doc.sentences:
+        start = sentence.words[0].start if sentence.words else start
+        starts.append(start)
+    gold: list[list[Entity]] = [[] for _ in starts]
+    pred: list[list[Entity]] = [[] for _ in starts]
+    for out, entities in ((gold, doc.entities), (pred, predicted.get(doc.doc_id, ()))):
+        for entity in entities:
+            out[max(0, bisect_right(starts, entity.start) - 1)].append(entity)
+    return {f"{doc.doc_id}:{i}": metrics.span_counts(keys(g), keys(p)) for i, (g, p) in enumerate(zip(gold, pred))}
+
+
+def span_report(docs: Sequence[NerDocument], predicted: Mapping[str, Iterable[Entity]], types: set[str],
+                bootstrap: int, seed: int, alpha: float) -> dict[str, Any]:
+    """The headline of a test set: micro P/R/F1 of `types` with bootstrap intervals over `span_unit_counts`'
+    units, per-type scores and the recall ceiling of a flat tagger, as results.json and `medtrain evaluate`
+    report them."""
+    units = span_unit_counts(docs, predicted, types)
+    scores = metrics.entity_scores(metrics.add_counts(*units.values()))
+    rows = np.array([metrics.micro_counts(c) for c in units.values()], dtype=float).reshape(-1, 3)
+    report: dict[str, Any] = {name: metrics.with_interval(scores["micro"][name], rows, metrics.micro_metric(name),
+                                                          bootstrap, seed, alpha) for name in PRF}
+    report.update(scores)
+    ceiling = corpus_span_scores([[e for e in d.entities if e.type in types] for d in docs],
+                                 [predicted.get(d.doc_id, ()) for d in docs])["recall_ceiling"]
+    report.update(metric="exact-offset entity F1 (strict, micro)", recall_ceiling=ceiling,
+                  bootstrap_unit="document" if len(docs) > 1 else "sentence", scored_types=sorted(types))
+    return report
