@@ -41,7 +41,7 @@ integration: setup
 
 demo: setup
 	$(VENV)/bin/medtrain sample-data $(DEMO_DIR)/data --scale 3
-	$(VENV)/bin/medtrain split $(DEMO_DIR)/data/ner/ro/monero.tsv $(DEMO_DIR)/data/ner/ro/split \
+	$(VENV)/bin/medtrain split $(DEMO_DIR)/data/ner/ro/monero.conllu $(DEMO_DIR)/data/ner/ro/split \
 		--ratios 0.6,0.2,0.2 --by sentence --order source --force
 	$(VENV)/bin/medtrain study study-demo data_dir=$(DEMO_DIR)/data output_dir=$(DEMO_DIR)/study
 

@@ -1,8 +1,9 @@
 """Train/dev/test splits for corpora distributed without one (`medtrain split`), reproducible and auditable.
 
 A source is cut into units, the units are shuffled with `random.Random(seed)` (the same order on every platform
-and Python version), or kept in source order with `--order source`, and cut by ratio; each split is written in the source's own format, every unit's lines
-copied byte for byte, beside `split.json` (source sha256, seed, ratios, counts and the ids of every split's units).
+and Python version), or kept in source order with `--order source`, and cut by ratio; each split is written in
+the source's own format, every unit's lines copied byte for byte, beside `split.json` (source sha256, seed,
+ratios, counts and the ids of every split's units).
 The same inputs give the same bytes.
 
     conll   a column file. `--by document`: a unit is a document, from its `-DOCSTART-` line (with any `#` comment
@@ -11,12 +12,20 @@ The same inputs give the same bytes.
             just before it); `-DOCSTART-` lines are dropped (documents mean nothing once their sentences are
             shuffled apart) and counted in split.json. Units are written one blank line apart, in the source's
             newline (LF or CRLF); trailing `#` lines after the last unit stay with it. OUT/train<suffix> etc.
+    conllu  a CoNLL-U file (a `.conllu` file, or --format conllu): sentences of `#` comment lines and token lines
+            of 10 tab-separated fields (ranges `4-5` and empty nodes `5.1` kept, but not counted as tokens),
+            each followed by one blank line (extra blank lines are dropped). `--by document`: a unit runs from
+            the comment block holding a `# newdoc` line to the next such block; sentences before the first are
+            a document of their own. `--by sentence`: a unit is a sentence with its comments. `# newdoc` and
+            `# newpar` lines stay with the sentence after them under `--order source` (documents stay documents
+            while their sentences stay in order) and are dropped and counted in split.json under shuffle, as
+            `-DOCSTART-` is. Outputs end with a blank line, in the source's newline. OUT/train<suffix> etc.
     brat    a folder of `<name>.txt` (+ `<name>.ann`); a unit is a document; OUT/train/ etc.
     jsonl   screening records; a unit is a patient (every record with the same `patient_id`), so no patient's
             notes land in two splits; blank lines are dropped. OUT/train.jsonl etc.
 
-Ids in split.json are 0-based document or sentence indices in source order (conll), document names (brat) or
-patient ids (jsonl), each split's in source order. Errors name file:line and never quote the corpus.
+Ids in split.json are 0-based document or sentence indices in source order (conll, conllu), document names
+(brat) or patient ids (jsonl), each split's in source order. Errors name file:line and never quote the corpus.
 """
 
 from __future__ import annotations
@@ -35,12 +44,13 @@ from medtrain.io import replace_dir_atomic, write_json_atomic
 
 __all__ = ["FORMATS", "SPLITS", "SplitResult", "detect_format", "parse_ratios", "split_corpus", "split_sizes"]
 
-FORMATS = ("conll", "brat", "jsonl")
+FORMATS = ("conll", "conllu", "brat", "jsonl")
 SPLITS = ("train", "dev", "test")
-Format = Literal["conll", "brat", "jsonl"]
+Format = Literal["conll", "conllu", "brat", "jsonl"]
 By = Literal["document", "sentence"]
 Order = Literal["shuffle", "source"]
 _DOCSTART = "-DOCSTART-"
+_COLUMNS = ("conll", "conllu")  # formats whose units are sentences of lines, one blank line apart
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -105,10 +115,11 @@ def split_sizes(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, i
 
 
 def detect_format(source: Path) -> Format:
-    """A folder is BRAT, a `.jsonl` file JSONL, any other file a column (CoNLL) file."""
+    """A folder is BRAT, a `.jsonl` file JSONL, a `.conllu` file CoNLL-U, any other file a column (CoNLL) file."""
     if source.is_dir():
         return "brat"
-    return "jsonl" if source.suffix.lower() == ".jsonl" else "conll"
+    suffix = source.suffix.lower()
+    return "jsonl" if suffix == ".jsonl" else "conllu" if suffix == ".conllu" else "conll"
 
 
 def split_corpus(source: str | Path, out: str | Path, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -125,16 +136,16 @@ def split_corpus(source: str | Path, out: str | Path, ratios: tuple[float, float
         raise UserError("source not found", source)
     fmt = fmt or detect_format(source)
     if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; use conll, brat or jsonl")
+        raise UserError(f"unknown format {fmt!r}; use conll, conllu, brat or jsonl")
     if by not in ("document", "sentence"):
         raise UserError(f"unknown --by {by!r}; use document or sentence")
     if order not in ("shuffle", "source"):
         raise UserError(f"unknown --order {order!r}; use shuffle or source")
     _check_out(source, out, force)
-    units, digest, header, unit_name = _read(source, fmt, by)
+    units, digest, header, unit_name = _read(source, fmt, by, order)
     least = sum(r > 0 for r in ratios)
     if len(units) < least:
-        hint = "; use --by sentence to split its sentences" if fmt == "conll" and by == "document" else ""
+        hint = "; use --by sentence to split its sentences" if fmt in _COLUMNS and by == "document" else ""
         raise UserError(f"{len(units)} {unit_name}(s) cannot be split into {least} non-empty parts{hint}", source)
 
     indices = list(range(len(units)))
@@ -188,16 +199,17 @@ def _counts(units: list[_Unit]) -> dict[str, int]:
 # ----------------------------------------------------------------------------- reading
 
 
-def _read(source: Path, fmt: Format, by: By) -> tuple[list[_Unit], str, dict[str, int], str]:
+def _read(source: Path, fmt: Format, by: By, order: Order) -> tuple[list[_Unit], str, dict[str, int], str]:
     """(units, source sha256, extra split.json keys, unit name), or a UserError naming file[:line]."""
     if fmt == "brat":
         if not source.is_dir():
             raise UserError("--format brat needs a folder of .txt and .ann files", source)
     elif not source.is_file():
         raise UserError(f"--format {fmt} needs a file, not a folder", source)
-    if by == "sentence" and fmt != "conll":
+    if by == "sentence" and fmt not in _COLUMNS:
         kind = "BRAT documents" if fmt == "brat" else "JSONL records (by patient)"
-        raise UserError(f"--by sentence applies to column files only; {kind} are split by document", source)
+        raise UserError(f"--by sentence applies to column files only (conll, conllu); {kind} are split by document",
+                        source)
     if fmt == "brat":
         units, digest = _brat_units(source)
         return units, digest, {}, "document"
@@ -206,8 +218,8 @@ def _read(source: Path, fmt: Format, by: By) -> tuple[list[_Unit], str, dict[str
     lines = _decoded_lines(source, data)
     if fmt == "jsonl":
         return _jsonl_units(source, lines), digest, {}, "patient"
-    units, dropped = _conll_units(source, lines, by)
-    return units, digest, ({"docstart_lines_dropped": dropped} if by == "sentence" else {}), by
+    units, dropped = _column_units(source, lines, fmt, by, order)
+    return units, digest, dropped, by
 
 
 def _decoded_lines(path: Path, data: bytes) -> list[tuple[int, bytes, str]]:
@@ -221,12 +233,18 @@ def _decoded_lines(path: Path, data: bytes) -> list[tuple[int, bytes, str]]:
     return out
 
 
-def _conll_units(path: Path, lines: list[tuple[int, bytes, str]], by: By) -> tuple[list[_Unit], int]:
-    """Documents or sentences of a column file (see the module docstring) and the -DOCSTART- lines dropped."""
+def _column_units(path: Path, lines: list[tuple[int, bytes, str]], fmt: Format, by: By,
+                  order: Order) -> tuple[list[_Unit], dict[str, int]]:
+    """Documents or sentences of a CoNLL or CoNLL-U file (see the module docstring) and, by sentence, the
+    split.json counts of the document (and paragraph) marker lines dropped."""
     units: list[_Unit] = []
     current: _Unit | None = None
     pending: list[bytes] = []  # blank and comment lines not yet owned by a unit
-    in_sentence, docstarts = False, 0
+    in_sentence, markers = False, {"newdoc": 0, "newpar": 0}
+    conllu = fmt == "conllu"
+    # sentences cut from their documents: drop the markers that would glue strangers into one document;
+    # CoNLL-U sentences in source order keep them, so each split's documents read as in the source
+    drop = by == "sentence" and (not conllu or order == "shuffle")
 
     def start(first: list[bytes]) -> _Unit:
         units.append(_Unit(len(units), first, counts={"sentences": 0, "tokens": 0}))
@@ -240,39 +258,69 @@ def _conll_units(path: Path, lines: list[tuple[int, bytes, str]], by: By) -> tup
             current.lines += pending[:head]
         return [raw for raw in pending[head:] if by == "document" or raw.strip()]
 
-    for _, raw, text in lines:
+    for lineno, raw, text in lines:
         columns = text.split()
+        marker = "" if conllu and in_sentence else _marker(text, columns, conllu)  # CoNLL-U: comments come first
         if not columns:
+            if in_sentence or not conllu:  # CoNLL-U: one blank line after a sentence, extra ones dropped
+                pending.append(raw)
             in_sentence = False
-            pending.append(raw)
-        elif columns[0] == _DOCSTART:
-            docstarts += 1
+        elif marker:
+            markers[marker] += 1
             in_sentence = False
-            if by == "document":
+            if marker == "newdoc" and by == "document":
                 current = start([*leading_comments(), raw])
                 pending = []
+            elif not drop:
+                pending.append(raw)
         elif text.startswith("#") and not in_sentence:
             pending.append(raw)
         else:
+            is_token = _conllu_word(path, lineno, text) if conllu else not text.startswith("#")
             if not in_sentence and (current is None or by == "sentence"):
                 current = start(leading_comments())
             elif current is not None:
                 current.lines += pending
             pending = []
             assert current is not None
-            current.lines.append(raw)
-            if not text.startswith("#"):  # a `#` line inside a sentence is kept but is no token
-                current.counts["sentences"] += not in_sentence
-                current.counts["tokens"] += 1
-                in_sentence = True
+            current.lines.append(raw)  # a `#` line inside a conll sentence is kept but is no token
+            current.counts["sentences"] += not in_sentence
+            current.counts["tokens"] += is_token
+            in_sentence = True
     if current is not None:
         current.lines += pending  # trailing comments stay with the last unit; blank lines are trimmed on writing
-    if not any(u.counts["tokens"] for u in units):
-        raise UserError("no sentences in this column file", path)
-    if by == "document" and docstarts == 0:
-        raise UserError(f"no {_DOCSTART} lines: the file is one document, which cannot be split; "
-                        f"use --by sentence to split its sentences", path)
-    return units, (docstarts if by == "sentence" else 0)
+    if not any(u.counts["sentences"] for u in units):
+        raise UserError(f"no sentences in this {'CoNLL-U' if conllu else 'column'} file", path)
+    if by == "document" and markers["newdoc"] == 0:
+        raise UserError(f"no {'# newdoc' if conllu else _DOCSTART} lines: the file is one document, which cannot "
+                        f"be split; use --by sentence to split its sentences", path)
+    if by == "document":
+        return units, {}
+    if not conllu:
+        return units, {"docstart_lines_dropped": markers["newdoc"]}
+    return units, {f"{name}_lines_dropped": n if drop else 0 for name, n in markers.items()}
+
+
+def _marker(text: str, columns: list[str], conllu: bool) -> str:
+    """"newdoc" for a line that opens a document (`-DOCSTART-`; `# newdoc` or `# newdoc id = ...` in CoNLL-U),
+    "newpar" for a CoNLL-U `# newpar` line, "" for any other line."""
+    if not conllu:
+        return "newdoc" if columns and columns[0] == _DOCSTART else ""
+    key = text[1:].split(maxsplit=1)[:1] if text.startswith("#") else []
+    return key[0] if key in (["newdoc"], ["newpar"]) else ""
+
+
+def _conllu_word(path: Path, lineno: int, text: str) -> bool:
+    """Check a CoNLL-U token line and say whether it is a word: multiword ranges (`4-5`) and empty nodes (`5.1`)
+    are copied but not counted, so `tokens` counts the lines a tagger labels."""
+    if text.startswith("#"):
+        raise UserError("comment line inside a sentence; CoNLL-U comments go before its first token line",
+                        path, lineno)
+    fields = text.rstrip("\r\n").split("\t")
+    if len(fields) != 10:
+        raise UserError(f"expected 10 tab-separated fields in a CoNLL-U token line, found {len(fields)}",
+                        path, lineno)
+    return fields[0].isascii() and fields[0].isdigit()
 
 
 def _jsonl_units(path: Path, lines: list[tuple[int, bytes, str]]) -> list[_Unit]:
@@ -323,16 +371,18 @@ def _brat_units(folder: Path) -> tuple[list[_Unit], str]:
 
 
 def _text_bytes(units: list[_Unit], fmt: Format, newline: bytes) -> bytes:
-    """JSONL records back to back; column units one blank line apart; a last line without one gets `newline`."""
+    """JSONL records back to back; column units one blank line apart, CoNLL-U's also after the last (a CoNLL-U
+    file ends with a blank line); a last line without a line ending gets `newline`."""
     pieces = []
     for unit in units:
         lines = list(unit.lines)
-        while fmt == "conll" and lines and not lines[-1].strip():
+        while fmt in _COLUMNS and lines and not lines[-1].strip():
             lines.pop()
         if lines and not lines[-1].endswith(b"\n"):
             lines[-1] += newline
         pieces.append(b"".join(lines))
-    return (newline if fmt == "conll" else b"").join(pieces)
+    text = (newline if fmt in _COLUMNS else b"").join(pieces)
+    return text + newline if fmt == "conllu" and pieces else text
 
 
 def _newline(units: list[_Unit]) -> bytes:

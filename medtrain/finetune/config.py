@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from medtrain.config import build_config
 from medtrain.data.documents import STRIDE, ScreeningConfig, default_stride
-from medtrain.data.ner_format import ColumnFormat, LabelConfig
+from medtrain.data.ner_format import BratFormat, ColumnFormat, LabelConfig
 from medtrain.errors import UserError
 
 RESULTS = "results.json"
@@ -20,17 +20,20 @@ RESULTS = "results.json"
 CHECKPOINT = "checkpoint"
 """The folder of last.pt and best-eNNN.pt, inside the run folder; deleted once the run is complete."""
 SPLITS = ("train", "dev", "test")
-FORMATS = {"ner": ("brat", "conll"), "screening": ("jsonl", "csv")}
+FORMATS = {"ner": ("brat", "conll", "conllu"), "screening": ("jsonl", "csv")}
 _COLUMN_KEYS = ("columns", "separator", "short_lines", "discontinuous")
+_BRAT_KEYS = ("offset_mismatch", "repair_window")
 
 
 @dataclasses.dataclass
 class Columns:
-    """Which columns of a column ("conll") file hold the token and its BIO tag."""
+    """Which columns of a column ("conll") file hold the token and its BIO tag; for CoNLL-U, where the tag is."""
 
     token: int = 0
-    tag: int = -1
-    """-1: the last column. MoNERo's `token lemma tag POS` needs tag: 2."""
+    """Column files only: CoNLL-U's token is FORM."""
+    tag: int | str = -1
+    """Column files: a column index, -1 the last (MoNERo's TSV `token lemma tag POS` needs 2). CoNLL-U: misc:KEY
+    (a key inside MISC: UD_Romanian-SiMoNERo's misc:BioNERLabel) or a field name such as xpos."""
 
 
 @dataclasses.dataclass
@@ -39,11 +42,13 @@ class SourceConfig:
     path and the reading keys that differ from the data section's (an omitted key takes the data section's)."""
 
     path: Path
-    format: Literal["brat", "conll", "jsonl", "csv"] | None = None
+    format: Literal["brat", "conll", "conllu", "jsonl", "csv"] | None = None
     columns: Columns | None = None
     separator: Literal["tab", "space"] | None = None
     short_lines: Literal["error", "skip"] | None = None
     discontinuous: Literal["split", "join"] | None = None
+    offset_mismatch: Literal["repair", "skip", "error"] | None = None
+    repair_window: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +58,9 @@ class Source:
     path: Path
     format: str
     columns: ColumnFormat | None
-    """Column files only."""
+    """Column and CoNLL-U files only."""
+    brat: BratFormat | None = None
+    """BRAT folders only."""
 
 
 @dataclasses.dataclass
@@ -62,9 +69,9 @@ class DataConfig:
     or a mapping {language: path} or {language: {path: ..., format: ..., columns: ...}}, so one run can mix
     BRAT and column files; train on a mix by listing several languages under train."""
 
-    format: Literal["brat", "conll", "jsonl", "csv"]
-    """The default format of every path: brat (a folder of .txt/.ann) or conll (a column file, or a folder of
-    them) for ner; jsonl or csv (notes) for screening."""
+    format: Literal["brat", "conll", "conllu", "jsonl", "csv"]
+    """The default format of every path: brat (a folder of .txt/.ann), conll (a column file, or a folder of
+    them) or conllu (a CoNLL-U file or folder, the tag named by columns.tag) for ner; jsonl or csv for screening."""
     train: Path | dict[str, Any]
     """A path, or {language: path or SourceConfig mapping} (read as such here, so a wrong key is named)."""
     dev: Path | dict[str, Any]
@@ -72,15 +79,24 @@ class DataConfig:
     test: Path | dict[str, Any]
     """Each language is evaluated and reported separately."""
     columns: Columns = dataclasses.field(default_factory=Columns)
-    """Column files: token and tag column (defaults: first and last)."""
+    """Column files: token and tag column (defaults: first and last). CoNLL-U: the tag's place (misc:KEY)."""
     separator: Literal["tab", "space"] | None = None
     """Column files: between columns one tab or one space; omitted: any whitespace."""
     document_marker: str | None = "-DOCSTART-"
     """Column files: a line starting with it starts a new document; null: one document per file."""
     short_lines: Literal["error", "skip"] = "error"
-    """Column files: a line with too few columns is an error naming file:line, or skipped and counted."""
+    """Column and CoNLL-U files: a line with too few columns (CoNLL-U: not 10 fields) is an error naming
+    file:line, or skipped and counted."""
     discontinuous: Literal["split", "join"] = "split"
-    """Column files: a bare I-X after a gap starts a new entity (split) or continues the previous X (join)."""
+    """Column and CoNLL-U files: a bare I-X after a gap starts a new entity (split) or continues the previous X
+    (join)."""
+    offset_mismatch: Literal["repair", "skip", "error"] = "repair"
+    """BRAT: an annotation whose text is not at its offsets in the .txt (a slip of the release) is moved to the
+    nearest place within repair_window where the text is, or skipped if there is none (repair); skipped
+    (skip); or an error naming file:line (error). Counted in results.json `reading`. Test gold is scored at
+    the offsets as written whatever this says, as the shared tasks' own scorers score it."""
+    repair_window: int = 8
+    """BRAT, offset_mismatch: repair: how many characters before or after the written offsets to look."""
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -104,17 +120,28 @@ class DataConfig:
         if isinstance(entry, Path):
             entry = SourceConfig(entry)
         fmt = entry.format or self.format
-        if fmt != "conll":
-            keys = [k for k in _COLUMN_KEYS if getattr(entry, k) is not None]
-            if keys:
-                raise ValueError(f"data.{split}.{lang}: {', '.join(keys)} only apply to column (conll) files")
-            return Source(entry.path, fmt, None)
-        columns = entry.columns or self.columns
+        for keys, fits, files in ((_COLUMN_KEYS, ("conll", "conllu"), "column (conll) and CoNLL-U files"),
+                                  (_BRAT_KEYS, ("brat",), "BRAT folders")):
+            named = [k for k in keys if getattr(entry, k) is not None]
+            if named and fmt not in fits:
+                raise ValueError(f"data.{split}.{lang}: {', '.join(named)} only apply to {files}")
         try:
+            if fmt == "brat":
+                window = self.repair_window if entry.repair_window is None else entry.repair_window
+                return Source(entry.path, fmt, None, BratFormat(entry.offset_mismatch or self.offset_mismatch, window))
+            if fmt not in ("conll", "conllu"):
+                return Source(entry.path, fmt, None)
+            columns = entry.columns or self.columns
             reading = ColumnFormat(token=columns.token, tag=columns.tag, separator=entry.separator or self.separator,
                                    document_marker=self.document_marker,
                                    short_lines=entry.short_lines or self.short_lines,
                                    discontinuous=entry.discontinuous or self.discontinuous)
+            if fmt == "conllu" and not isinstance(reading.tag, str):
+                raise ValueError("format conllu needs columns.tag: misc:KEY (a key inside MISC, e.g. "
+                                 "misc:BioNERLabel) or a CoNLL-U field name")
+            if fmt == "conll" and not isinstance(reading.tag, int):
+                raise ValueError("columns.tag of a column (conll) file is a column index; misc:KEY and field "
+                                 "names are for format conllu")
         except ValueError as exc:
             raise ValueError(f"data.{split}.{lang}: {exc}") from None
         return Source(entry.path, fmt, reading)
@@ -186,7 +213,7 @@ class FinetuneConfig:
     output_dir: Path
     """The run folder; running again with the same one resumes an unfinished run and skips a complete one."""
     task: Literal["ner", "screening"]
-    """ner: token classification (BRAT/CoNLL); screening: patient classification from notes (JSONL/CSV)."""
+    """ner: token classification (BRAT, CoNLL columns or CoNLL-U); screening: patient classification from notes (JSONL/CSV)."""
     model: Path
     """A local Hugging Face model folder (config.json, weights, tokenizer files): a pretraining export or a
     downloaded mBERT. Its head, if any, is replaced by a new one."""
@@ -238,5 +265,7 @@ def check_inputs(cfg: FinetuneConfig, model_pending: bool = False) -> None:
                 raise UserError(f"data.{split}.{lang}: folder of .txt/.ann files not found", path)
             if fmt == "conll" and not path.exists():
                 raise UserError(f"data.{split}.{lang}: column file (or folder of them) not found", path)
+            if fmt == "conllu" and not path.exists():
+                raise UserError(f"data.{split}.{lang}: CoNLL-U file (or folder of them) not found", path)
             if fmt in ("jsonl", "csv") and not path.is_file():
                 raise UserError(f"data.{split}.{lang}: {fmt} file not found", path)

@@ -1,4 +1,4 @@
-"""NER as a task: BRAT or column documents -> sentence windows -> IOB2 tags -> entity scores and .ann files.
+"""NER as a task: BRAT, column or CoNLL-U documents -> windows -> IOB2 tags -> entity scores and .ann files.
 
 Every split and language is read from its own source (format, columns) into the run's label space (`labels`).
 The label ids are the training languages' types. A dev or test language is scored on the types it shares with
@@ -9,6 +9,10 @@ The headline score, results.json test[lang] f1/precision/recall, is strict exact
 entities; type and every character offset must match; nested and discontinuous gold kept), with bootstrap
 intervals over documents (sentences when the set is one document); `word_f1` etc. are seqeval strict IOB2 at word
 level. The best epoch is chosen on the headline F1 of the dev languages pooled.
+
+BRAT gold of a test set keeps the offsets its .ann gives, matching the .txt or not (`as_written`): the shared
+tasks' scorers score the .ann as written, so the headline equals theirs on the same predicted files. Training and
+dev read the repaired spans (`data.offset_mismatch`).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class NerTask(Task):
         for split in SPLITS:
             self.parts[split] = {}
             for lang, source in cfg.data.sources(split).items():
-                corpus = ner.read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
+                corpus = ner.read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang,
+                                             source.brat, as_written=split == "test")
                 self.parts[split][lang] = NerPart(source, corpus, [s for d in corpus.documents for s in d.sentences])
         self.labels = ner.label_list([p.docs for p in self.parts["train"].values()])
         self.train_types = {label[2:] for label in self.labels if label != "O"}
@@ -79,9 +84,10 @@ class NerTask(Task):
 
     def encode(self, tokenizer: Any, max_length: int, cache_dir: Path, tokenizer_dir: Path) -> None:
         label2id = {label: i for i, label in enumerate(self.labels)}
-        for lang, part in ((lang, p) for parts in self.parts.values() for lang, p in parts.items()):
+        for split, lang, part in ((split, lang, p) for split, parts in self.parts.items() for lang, p in parts.items()):
             settings = {"task": "ner", "format": part.source.format, "max_length": max_length, "labels": self.labels,
-                        "columns": config_to_dict(part.source.columns),
+                        "columns": config_to_dict(part.source.columns), "brat": config_to_dict(part.source.brat),
+                        "as_written": split == "test",
                         **({"label_config": config_to_dict(self.label_config), "language": lang}
                            if self.label_config is not None else {})}
             cache = FeatureCache(cache_dir, tokenizer_dir, ner, settings)
@@ -115,10 +121,14 @@ class NerTask(Task):
         }
 
     def reading(self) -> dict[str, Any]:
-        """results.json `reading`: per split and language, the format and what reading skipped or repaired."""
+        """results.json `reading`: per split and language, the format and what reading skipped or repaired: column
+        lines and bare I- tags; BRAT annotations repaired, skipped, or (test gold) kept at offsets as written."""
         return {split: {lang: {"format": p.source.format, "skipped_lines": p.corpus.skipped_lines,
                                "bare_inside": p.corpus.bare_inside,
-                               "discontinuous": p.source.columns.discontinuous if p.source.columns else None}
+                               "discontinuous": p.source.columns.discontinuous if p.source.columns else None,
+                               "offset_mismatch": p.source.brat.offset_mismatch if p.source.brat else None,
+                               "repaired": p.corpus.repaired, "skipped_annotations": p.corpus.skipped_annotations,
+                               "as_written": p.corpus.as_written}
                         for lang, p in parts.items()} for split, parts in self.parts.items()}
 
     def predict(self, predict: Predict, split: str) -> dict[str, list[list[str]]]:
@@ -147,11 +157,16 @@ class NerTask(Task):
 
     def write_predictions(self, predictions: dict[str, list[list[str]]], dev: dict[str, Any], folder: Path) -> None:
         """BRAT .ann (and its .txt) per document, every predicted entity; column documents get their synthetic
-        text, so the offsets line up with the gold entities."""
+        text and CoNLL-U documents their `# text` lines, so the offsets line up with the gold entities. A CoNLL-U
+        test file is also copied with the predicted tags in its tag's place (predictions/<lang>/<file name>),
+        for the user's own scorer."""
         for lang, part in self.parts["test"].items():
             predicted = self._predicted_entities(part, predictions[lang])
             for doc in part.docs:
                 ner.write_brat(doc, predicted[doc.doc_id], folder / lang / f"{doc.doc_id}.ann")
+            if part.source.format == "conllu" and part.source.path.is_file():
+                ner.write_conllu_predictions(part.source.path, part.source.columns, predictions[lang],
+                                             folder / lang / part.source.path.name)
 
     def _word_units(self, part: NerPart, tags: list[list[str]]) -> dict[str, metrics.Counts]:
         """seqeval counts per unit, on the same scored types."""
@@ -168,7 +183,8 @@ class NerTask(Task):
         report.update({f"word_{name}": metrics.with_interval(micro[name], rows, metrics.micro_metric(name),
                                                              ev.bootstrap, ev.bootstrap_seed, ev.alpha)
                        for name in PRF})
-        report.update(word_metric="seqeval strict IOB2, words", unscored_types=sorted(part.corpus.types() - part.scored))
+        report.update(word_metric="seqeval strict IOB2, words",
+                      unscored_types=sorted(part.corpus.types() - part.scored))
         return report
 
     def _predicted_entities(self, part: NerPart, tags: list[list[str]]) -> dict[str, list[ner.Entity]]:

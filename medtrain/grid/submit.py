@@ -82,7 +82,8 @@ def check_inputs(grid: Grid, runs: list[Run]) -> None:
         key = (repr(source), lang, repr(cfg.labels))
         if key not in corpora:
             try:
-                corpora[key] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang)
+                corpora[key] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels, lang,
+                                               source.brat)
             except UserError as exc:
                 corpora[key] = exc
         corpus = corpora[key]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtrain.data.corpus import CorpusConfig, CorpusReader
-from medtrain.data.ner_format import ColumnFormat
+from medtrain.data.ner_format import BratFormat, ColumnFormat
 from medtrain.errors import UserError
 from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
 
@@ -44,14 +44,16 @@ class TaskText:
     kind: Literal["ner", "screening"]
     path: Path
     language: str
-    format: Literal["brat", "conll", "jsonl", "csv"] = "brat"
+    format: Literal["brat", "conll", "conllu", "jsonl", "csv"] = "brat"
     columns: ColumnFormat | None = None
-    """How a column (conll) file is laid out; None: token first, tag last."""
+    """How a column (conll) or CoNLL-U file is laid out; None: token first, tag last."""
+    brat: BratFormat | None = None
+    """How a BRAT folder's annotation slips are read; None: repaired."""
     split: str = "train"
     """Which split this text is (a task's training text, or a test language's test text)."""
 
     def __post_init__(self) -> None:
-        allowed = {"ner": ("brat", "conll"), "screening": ("jsonl", "csv")}[self.kind]
+        allowed = {"ner": ("brat", "conll", "conllu"), "screening": ("jsonl", "csv")}[self.kind]
         if self.format not in allowed:
             raise ValueError(f"format {self.format!r} does not fit a {self.kind} task (use {' or '.join(allowed)})")
 
@@ -99,7 +101,7 @@ def task_texts(task: TaskText, limit: int) -> Iterator[str]:
     if task.kind == "ner":
         from medtrain.data.ner import read_ner, synthetic_text
 
-        for doc in read_ner(task.path, task.format, task.columns)[:limit]:
+        for doc in read_ner(task.path, task.format, task.columns, task.brat)[:limit]:
             yield doc.text if doc.text is not None else synthetic_text(doc)
     else:
         from medtrain.data.documents import read_notes

@@ -64,10 +64,11 @@ def ner_scores(run_dir: Path, lang: str, gold: list[Any], types: set[str]) -> Ru
     """Documents (sentences when the set is one document): exact-offset entity counts (tp, predicted, gold) of
     `types` (the run's scored types for lang), the run's BRAT predictions against the gold documents' entities,
     counted per unit as fine-tuning counts them (the headline F1)."""
-    from medtrain.data.ner import read_ner
+    from medtrain.data.ner import read_ner_corpus
     from medtrain.data.ner.scoring import span_unit_counts
 
-    predicted = {d.doc_id: d for d in read_ner(run_dir / "predictions" / lang, "brat")}
+    predicted = {d.doc_id: d for d in read_ner_corpus(run_dir / "predictions" / lang, "brat", as_written=True)
+                 .documents}
     missing = [doc.doc_id for doc in gold if doc.doc_id not in predicted]
     if missing or len(predicted) != len(gold):
         raise UserError(f"the predictions of {lang} do not match its gold documents (first missing: "

@@ -67,7 +67,7 @@ def collect_cells(study: Study, grid: Any) -> Collected:
                                       config_to_dict(cfg.labels), lang], sort_keys=True)
                 if reading not in gold:  # the gold in the run's label space, read once per way of reading it
                     gold[reading] = read_ner_corpus(source.path, source.format, source.columns, cfg.labels,
-                                                    lang).documents
+                                                    lang, as_written=True).documents  # as the run scored it
                 scores = ner_scores(run.run_dir, lang, gold[reading], set(test["scored_types"]))
                 out.label_spaces[(task.name, train)] = results["label_space"]
                 out.per_type.setdefault(key, []).append(test["per_type"])

@@ -224,7 +224,7 @@ def analyze_config(study: Study) -> AnalyzeConfig:
             source = study.reading(t, lang, split)
             texts.append(TaskText(name=f"{t.name}/{lang}/{split}", kind=study.kind(t), split=split,
                                   path=study.split(t, lang, split), language=lang, format=source.format,
-                                  columns=source.columns))
+                                  columns=source.columns, brat=source.brat))
     corpora = [dataclasses.replace(c, path=study.prepare.corpus_path(c)) for c in study.prepare.corpora]
     runs = {BASELINE: study.cfg.baseline.pretrain, **study.cfg.variants}
     mixtures = {r: sorted({c for m in (study.cfg.lineage(study.model_of[r]) or [BASELINE]) if runs[m]

@@ -24,12 +24,12 @@ from medtrain.data.split import split_corpus
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`medtrain sample-data` output at the default (test) scale, the Romanian column file split as `make demo`
+    """`medtrain sample-data` output at the default (test) scale, the Romanian CoNLL-U file split as `make demo`
     splits it (ner/ro/split/, study-demo's path)."""
     out = tmp_path_factory.mktemp("sample") / "data"
     write_sample_data(out, seed=0, scale=1.0)
-    split_corpus(out / "ner" / "ro" / "monero.tsv", out / "ner" / "ro" / "split", (0.6, 0.2, 0.2), by="sentence",
-                 order="source")
+    split_corpus(out / "ner" / "ro" / "monero.conllu", out / "ner" / "ro" / "split", (0.6, 0.2, 0.2),
+                 by="sentence", order="source")
     return out
 
 

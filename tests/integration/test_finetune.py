@@ -1,4 +1,4 @@
-"""`medtrain finetune` for real on the sample data with a tiny BERT: NER (BRAT, CoNLL), screening, resume, errors.
+"""`medtrain finetune` for real on the sample data with a tiny BERT: NER (BRAT, CoNLL-U), screening, resume, errors.
 
 The model folder stands for a pretraining export: a BertForMaskedLM saved with `save_pretrained` plus the sample
 tokenizer's files. Runs are 1-3 epochs at max_length 64, a few seconds each on 2 cores.
@@ -40,8 +40,30 @@ KILL_TIMEOUT_S = 120
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample data, with a slip added to the Spanish test gold as real releases have them: the first
+    annotation of its first document starts and ends one character late (the training slips are the sample's)."""
     out = tmp_path_factory.mktemp("finetune") / "data"
     write_sample_data(out, seed=0, scale=SCALE)
+    ann = sorted((out / "ner" / "es" / "test").glob("*.ann"))[0]
+    lines = ann.read_text(encoding="utf-8").split("\n")
+    first = next(i for i, line in enumerate(lines) if line.startswith("T") and ";" not in line.split("\t")[1])
+    ident, (kind, start, end), surface = lines[first].split("\t")[0], lines[first].split("\t")[1].split(), \
+        lines[first].split("\t")[2]
+    lines[first] = f"{ident}\t{kind} {int(start) + 1} {int(end) + 1}\t{surface}"
+    ann.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def ann_as_written(folder: Path) -> list[tuple[str, str, tuple[tuple[int, int], ...]]]:
+    """(document, type, fragments) of every T line of a BRAT folder's .ann files, parsed here, as the shared
+    tasks' scorers read them: offsets as written, the .txt never looked at."""
+    out = []
+    for ann in sorted(folder.glob("*.ann")):
+        for line in ann.read_text(encoding="utf-8").splitlines():
+            if line.startswith("T"):
+                kind, _, offsets = line.split("\t")[1].partition(" ")
+                fragments = tuple(tuple(int(x) for x in part.split()) for part in offsets.split(";"))
+                out.append((ann.stem, kind, fragments))
     return out
 
 
@@ -66,19 +88,19 @@ def write_config(path: Path, body: dict[str, Any]) -> Path:
 
 @pytest.fixture(scope="module")
 def ro_split(data: Path) -> Path:
-    """The MoNERo-shaped Romanian file cut by `medtrain split`, as `make demo` cuts it."""
+    """The Romanian CoNLL-U file (MoNERo as UD publishes it) cut by `medtrain split`, as `make demo` cuts it."""
     out = data / "ner" / "ro" / "split"
-    assert run(["split", str(data / "ner" / "ro" / "monero.tsv"), str(out), "--by", "sentence",
+    assert run(["split", str(data / "ner" / "ro" / "monero.conllu"), str(out), "--by", "sentence",
                 "--order", "source", "--ratios", "0.6,0.2,0.2"]) == 0
     return out
 
 
 def ner_config(tmp: Path, data: Path, model_dir: Path, out: Path, ro_split: Path) -> Path:
-    """Train on Spanish PharmaCoNER-style BRAT, test on it and on Romanian MoNERo-style columns, both mapped to
+    """Train on Spanish PharmaCoNER-style BRAT, test on it and on Romanian CoNLL-U (tags in MISC), both mapped to
     MoNERo's types."""
     ner_dir = data / "ner"
-    ro = {"path": str(ro_split / "test.tsv"), "format": "conll", "columns": {"token": 0, "tag": 2},
-          "separator": "tab", "short_lines": "skip", "discontinuous": "join"}
+    ro = {"path": str(ro_split / "test.conllu"), "format": "conllu", "columns": {"tag": "misc:BioNERLabel"},
+          "discontinuous": "join"}
     return write_config(tmp / "ner.yaml", {
         "output_dir": str(out), "task": "ner", "model": str(model_dir),
         "data": {"format": "brat", "train": str(ner_dir / "es" / "train"), "dev": str(ner_dir / "es" / "dev"),
@@ -113,23 +135,23 @@ def results(run_dir: Path) -> dict[str, Any]:
 
 def exact_offset_f1(run_dir: Path, lang: str, types: list[str]) -> float:
     """Strict F1 computed here, independently of medtrain's scorer: the run's predicted .ann files against the
-    gold entities as the run read them ((document, type, fragments) sets, on the scored types)."""
+    gold ((document, type, fragments) sets, on the scored types): BRAT gold parsed here with its offsets as
+    written, as the shared task's scorer reads it; CoNLL-U gold as the reader gives it (offsets into `# text`)."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     source = config["data"]["test"][lang]
-    columns = None
-    if isinstance(source, dict):
-        columns = ColumnFormat(token=source["columns"]["token"], tag=source["columns"]["tag"],
-                               separator=source["separator"], short_lines=source["short_lines"],
-                               discontinuous=source["discontinuous"])
-        source = source["path"]
     mapping = config["labels"]["map"].get(lang, {})
 
-    def entities(docs: list[ner.NerDocument], rename: dict[str, str]) -> set[tuple[str, str, tuple]]:
-        return {(d.doc_id, rename.get(e.type, e.type), e.fragments) for d in docs for e in d.entities
-                if rename.get(e.type, e.type) in types}
+    def kept(triples: Any, rename: dict[str, str]) -> set[tuple[str, str, tuple]]:
+        return {(doc, rename.get(kind, kind), fragments) for doc, kind, fragments in triples
+                if rename.get(kind, kind) in types}
 
-    gold = entities(ner.read_ner(source, config["data"]["format"] if columns is None else "conll", columns), mapping)
-    predicted = entities(ner.read_ner(run_dir / "predictions" / lang, "brat"), {})
+    if isinstance(source, dict):
+        columns = ColumnFormat(tag=source["columns"]["tag"], discontinuous=source["discontinuous"])
+        gold = kept(((d.doc_id, e.type, e.fragments) for d in ner.read_ner(source["path"], "conllu", columns)
+                     for e in d.entities), mapping)
+    else:
+        gold = kept(ann_as_written(Path(source)), mapping)
+    predicted = kept(ann_as_written(run_dir / "predictions" / lang), {})
     correct = len(gold & predicted)
     return 2 * correct / (len(gold) + len(predicted)) if gold or predicted else 0.0
 
@@ -159,7 +181,8 @@ def test_ner_brat_results_predictions_and_tensorboard(ner_run: Path) -> None:
         docs = ner.read_ner(ner_run / "predictions" / lang, "brat")  # .ann + .txt parse back
         assert len(docs) == out["sizes"]["test"][lang]["documents"]
     assert out["test"]["es"]["bootstrap_unit"] == "document"
-    assert out["test"]["ro"]["bootstrap_unit"] == "sentence"  # one column file with no document markers
+    assert out["test"]["ro"]["bootstrap_unit"] == ("document" if out["sizes"]["test"]["ro"]["documents"] > 1
+                                                   else "sentence")
     assert out["reading"]["test"]["ro"]["discontinuous"] == "join" and out["reading"]["test"]["es"]["format"] == "brat"
     assert out["label_space"]["train"] == SHARED_TYPES
     tags = scalars(ner_run)
@@ -175,6 +198,76 @@ def test_ner_brat_results_predictions_and_tensorboard(ner_run: Path) -> None:
     assert [r["step"] for r in history if "eval/f1" in r] == [steps, 2 * steps, 3 * steps]
     assert not (ner_run / "checkpoint").exists()  # a complete run keeps no optimizer state
     assert (ner_run / "config.yaml").is_file()
+
+
+def mismatched_annotations(folder: Path) -> int:
+    """T lines whose surface is not the .txt at their written offsets (whitespace-insensitive), counted here."""
+    count = 0
+    for ann in folder.glob("*.ann"):
+        text = ann.with_suffix(".txt").read_text(encoding="utf-8")
+        for line in ann.read_text(encoding="utf-8").splitlines():
+            if line.startswith("T"):
+                offsets, surface = line.split("\t")[1].partition(" ")[2], line.split("\t")[2]
+                spans = [tuple(int(x) for x in part.split()) for part in offsets.split(";")]
+                count += " ".join(text[a:b] for a, b in spans).split() != surface.split()
+    return count
+
+
+def test_annotation_slips_train_and_test_gold_is_scored_as_written(ner_run: Path, data: Path) -> None:
+    """The sample's slipped training annotations are repaired or skipped and counted; the test gold's slip is
+    counted and scored where the .ann puts it (exact_offset_f1 above parses the .ann itself)."""
+    reading = results(ner_run)["reading"]
+    train = reading["train"]["es"]
+    slipped = mismatched_annotations(data / "ner" / "es" / "train")
+    assert slipped >= 2 and train["offset_mismatch"] == "repair"
+    assert train["repaired"] + train["skipped_annotations"] == slipped and train["skipped_annotations"] >= 1
+    assert train["as_written"] == 0
+    test = reading["test"]["es"]
+    assert test["as_written"] == mismatched_annotations(data / "ner" / "es" / "test") == 1
+    assert test["repaired"] == test["skipped_annotations"] == 0
+
+
+def test_conllu_predictions_keep_the_corpus_text_and_fields(ner_run: Path, ro_split: Path) -> None:
+    """Every `# text` is in the predictions' .txt verbatim, and the CoNLL-U copy differs from the test file only
+    in the BioNERLabel key of MISC."""
+    gold = (ro_split / "test.conllu").read_text(encoding="utf-8").splitlines()
+    texts = "".join(p.read_text(encoding="utf-8") for p in (ner_run / "predictions" / "ro").glob("*.txt"))
+    sentences = [line.removeprefix("# text = ") for line in gold if line.startswith("# text = ")]
+    assert sentences and all(sentence in texts for sentence in sentences)
+    copy = (ner_run / "predictions" / "ro" / "test.conllu").read_text(encoding="utf-8").splitlines()
+    assert len(copy) == len(gold)
+
+    def without_tag(line: str) -> str:
+        fields = line.split("\t")
+        if len(fields) != 10:
+            return line
+        misc = [kv for kv in fields[9].split("|") if not kv.startswith("BioNERLabel=") and kv != "_"]
+        return "\t".join([*fields[:9], "|".join(misc) or "_"])
+
+    assert [without_tag(line) for line in copy] == [without_tag(line) for line in gold]
+    predicted = {kv for line in copy for kv in line.split("\t")[-1].split("|") if kv.startswith("BioNERLabel=")}
+    assert predicted <= {f"BioNERLabel={p}-{t}" for t in SHARED_TYPES for p in "BI"}
+
+
+def test_evaluate_on_a_runs_predictions_equals_its_results(ner_run: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`medtrain evaluate GOLD PRED` with the run's reading options gives results.json's numbers, intervals too."""
+    out = results(ner_run)
+    config = yaml.safe_load((ner_run / "config.yaml").read_text(encoding="utf-8"))
+    labels = tmp_path / "labels.yaml"
+    labels.write_text(yaml.safe_dump({"labels": config["labels"]}), encoding="utf-8")
+    for lang, source in config["data"]["test"].items():
+        report = out["test"][lang]
+        gold = ["--format", "conllu", "--tag", source["columns"]["tag"], "--discontinuous", "join",
+                source["path"]] if isinstance(source, dict) else [source]
+        command = ["evaluate", *gold[-1:], str(ner_run / "predictions" / lang), *gold[:-1],
+                   "--labels", str(labels), "--language", lang, "--types", ",".join(report["scored_types"]),
+                   "--bootstrap", str(config["eval"]["bootstrap"]), "--json", str(tmp_path / f"{lang}.json")]
+        assert run(command) == 0, capsys.readouterr().err
+        scored = json.loads((tmp_path / f"{lang}.json").read_text(encoding="utf-8"))
+        for name in ("f1", "precision", "recall"):
+            assert scored[name] == report[name], (lang, name)
+        assert scored["per_type"] == report["per_type"]
 
 
 def test_rerun_of_a_complete_run_does_nothing(ner_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -280,7 +373,7 @@ def test_conll_mixed_training_and_a_type_only_in_evaluation(tmp_path: Path, data
     (["data.test.ro=/nonexistent/ro/test"], "data.test.ro: folder of .txt/.ann files not found"),
     (["data.format=jsonl"], "data.format jsonl does not fit task ner"),
     (["model=MODEL_WITHOUT_CONFIG"], r"not a Hugging Face model folder \(no config\.json\)"),
-    (["data.test.ro.columns.tag=3"], r"test\.tsv:\d+: column 3 is not an IOB2 tag"),  # MoNERo's POS column
+    (["data.test.ro.columns.tag=upos"], r"test\.conllu:\d+: .*not an IOB2 tag"),  # the UPOS field named as the tag
     (["labels.strict=true", "labels.map.es={NORMALIZABLES: CHEM}"],
      r"\.ann:\d+: entity type \w+ has no entry in labels\.map\.es"),
 ], ids=["missing-test-folder", "format-misfits-task", "model-without-config", "tag-column-is-pos", "strict-unmapped"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -46,6 +47,40 @@ def test_finetune_recipe_on_the_demo_model(demo: Demo, recipe: str) -> None:
     assert results["model"] == "demo/study/pretrain/clinical/export"
 
 
+def release_layouts(data: Path, into: Path) -> None:
+    """The sample NER laid out as the real releases unpack (the ner-pharmaconer and ner-simonero headers):
+    Spanish BRAT as PharmaCoNER's Zenodo zip, the Romanian CoNLL-U split as UD_Romanian-SiMoNERo's files."""
+    for split in ("train", "dev", "test"):
+        brat = into / "pharmaconer" / f"{split}-set_1.1" / split / "subtrack1"
+        brat.parent.mkdir(parents=True, exist_ok=True)
+        brat.symlink_to((data / "ner" / "es" / split).resolve())
+        conllu = into / "UD_Romanian-SiMoNERo" / f"ro_simonero-ud-{split}.conllu"
+        conllu.parent.mkdir(parents=True, exist_ok=True)
+        conllu.symlink_to((data / "ner" / "ro" / "split" / f"{split}.conllu").resolve())
+
+
+@pytest.mark.parametrize("recipe, lang", [("ner-pharmaconer", "es"), ("ner-simonero", "ro")])
+def test_real_release_recipes_on_their_layouts(demo: Demo, recipe: str, lang: str) -> None:
+    """Run as documented from a folder holding data/ (the release as unpacked, here the sample in its layout) and
+    models/ (the demo's clinical model standing in for mBERT)."""
+    root = demo.root / f"release-{recipe}"
+    release_layouts(demo.root / "demo" / "data", root / "data")
+    (root / "models").mkdir()
+    (root / "models" / "bert-base-multilingual-cased").symlink_to(demo.out / "pretrain" / "clinical" / "export")
+    [command] = demo.documented(recipe)
+    type(demo)(root, [], "").check([*command, "train.epochs=1", "train.max_length=64", "eval.bootstrap=20"])
+    packaged, _ = read_yaml(resolve_config_path(recipe))
+    results = json.loads((root / packaged["output_dir"] / "results.json").read_text(encoding="utf-8"))
+    assert list(results["test"]) == [lang] and results["test"][lang]["f1"]["value"] is not None
+    predictions = root / packaged["output_dir"] / "predictions" / lang
+    assert any(predictions.glob("*.ann"))
+    if recipe == "ner-simonero":  # the CoNLL-U copy for the user's own scorer
+        assert (predictions / "ro_simonero-ud-test.conllu").is_file()
+    else:  # the sample's slipped training annotations were repaired or skipped, and counted
+        reading = results["reading"]["train"][lang]
+        assert reading["repaired"] > 0 and reading["skipped_annotations"] > 0
+
+
 def test_grid_demo_here_then_status_and_results(demo: Demo) -> None:
     submit, _, status, results = demo.documented("grid-demo")
     assert "6 runs: 6 completed" in demo.check([*submit, *GRID_TINY])
@@ -78,6 +113,7 @@ def test_study_cluster_submits_its_jobs(slurm_cluster, demo: Demo) -> None:
     shutil.copy(resolve_config_path("study-cluster"), demo.root / command[-1])
     packaged, _ = read_yaml(resolve_config_path("study-cluster"))
     partition = slurm_cluster.partition
+    release_layouts(demo.root / "demo" / "data", demo.root / "demo" / "data")  # its NER paths: the releases'
     overrides = [
         "data_dir=demo/data", "output_dir=runs/study-cluster", "baseline.model=demo/study/pretrain/baseline/export",
         *(f"prepare.corpora.{i}.path=corpora/{c['name']}.jsonl" for i, c in enumerate(packaged["prepare"]["corpora"])),

@@ -19,8 +19,8 @@ from medtrain.data.shards import read_manifest
 
 pytestmark = pytest.mark.integration
 
-NER_RO = {"path": "ner/ro/split/{split}.tsv", "format": "conll", "columns": {"token": 0, "tag": 2},
-          "separator": "tab", "short_lines": "skip", "discontinuous": "join"}
+NER_RO = {"path": "ner/ro/split/{split}.conllu", "format": "conllu", "columns": {"tag": "misc:BioNERLabel"},
+          "discontinuous": "join"}
 STUDY = {
     "prepare": {"tokenizer": "tokenizer", "seq_len": 64, "validation_fraction": 0.05, "num_workers": 0, "corpora": [
         {"name": f"{domain}_{lang}", "path": f"corpora/{domain}_{lang}.jsonl", "language": lang, "domain": domain}

@@ -11,6 +11,7 @@ import pytest
 
 from medtrain.config import build_config, config_to_dict
 from medtrain.data.documents import window_spans
+from medtrain.data.ner_format import BratFormat
 from medtrain.errors import UserError
 from medtrain.finetune import FinetuneConfig
 
@@ -100,11 +101,36 @@ def test_section_column_defaults_apply_to_every_column_source() -> None:
     assert (cfg.data.source("test", "ro").columns.token, cfg.data.source("test", "ro").columns.tag) == (1, 3)
 
 
+def test_brat_and_conllu_reading_keys_resolve_per_language() -> None:
+    cfg = build("ner", data={"format": "brat", "offset_mismatch": "skip", "train": {"es": "e/train"},
+                             "dev": {"es": {"path": "e/dev", "offset_mismatch": "error"}},
+                             "test": {"es": {"path": "e/test", "repair_window": 3},
+                                      "ro": {"path": "r/test.conllu", "format": "conllu",
+                                             "columns": {"tag": "misc:BioNERLabel"}, "discontinuous": "join"}}})
+    assert cfg.data.source("train", "es").brat == BratFormat("skip", 8)
+    assert cfg.data.source("dev", "es").brat == BratFormat("error", 8)
+    assert cfg.data.source("test", "es").brat == BratFormat("skip", 3)
+    ro = cfg.data.source("test", "ro")
+    assert (ro.format, ro.brat, ro.columns.tag, ro.columns.discontinuous) == ("conllu", None, "misc:BioNERLabel",
+                                                                               "join")
+    assert build("ner").data.source("train", "es").brat == BratFormat("repair", 8)
+
+
 @pytest.mark.parametrize("test, message", [
     ({"ro": {"path": "x", "fromat": "conll"}}, r"data.test.ro.fromat: unknown key; did you mean format"),
     ({"ro": {"format": "conll"}}, r"data.test.ro.path: is required"),
     ({"ro": {"path": "x", "format": "jsonl"}}, r"data.format jsonl does not fit task ner"),
-    ({"ro": {"path": "x", "columns": {"tag": 2}}}, r"data.test.ro: columns only apply to column \(conll\) files"),
+    ({"ro": {"path": "x", "columns": {"tag": 2}}},
+     r"data.test.ro: columns only apply to column \(conll\) and CoNLL-U files"),
+    ({"ro": {"path": "x", "format": "conll", "offset_mismatch": "skip"}},
+     r"data.test.ro: offset_mismatch only apply to BRAT folders"),
+    ({"ro": {"path": "x", "format": "conllu"}}, r"data.test.ro: format conllu needs columns.tag: misc:KEY"),
+    ({"ro": {"path": "x", "format": "conllu", "columns": {"tag": "misc:"}}}, r"columns.tag for CoNLL-U must be"),
+    ({"ro": {"path": "x", "format": "conllu", "columns": {"tag": "lemmas"}}}, r"columns.tag for CoNLL-U must be"),
+    ({"ro": {"path": "x", "format": "conll", "columns": {"tag": "misc:BioNERLabel"}}},
+     r"data.test.ro: columns.tag of a column \(conll\) file is a column index"),
+    ({"ro": {"path": "x", "offset_mismatch": "fix"}}, r"data.test.ro.offset_mismatch: must be one of"),
+    ({"ro": {"path": "x", "repair_window": 0}}, r"data.test.ro: repair_window must be"),
     ({"ro": {"path": "x", "format": "conll", "columns": {"token": 2, "tag": 2}}},
      r"data.test.ro: columns.tag and columns.token name the same column"),
     ({"ro": 3}, r"data.test.ro: expected a path or a mapping"),

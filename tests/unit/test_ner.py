@@ -15,6 +15,7 @@ from medtrain.data.ner import (
     IGNORE_INDEX, Entity, NerDocument, Sentence, Word, corpus_span_scores, decode, encode, exact_span_scores,
     flat_spans, label_list, read_ner, repair_iob2, synthetic_text, tags_to_entities, words_by_line, write_brat,
 )
+from medtrain.data.ner_format import BratFormat
 from medtrain.data.sample import SPLITS, write_sample_data
 from medtrain.data.tokenizer import load_tokenizer
 from medtrain.errors import UserError
@@ -94,6 +95,8 @@ def test_brat_and_conll_readings_of_the_sample_data_agree(sample: Path) -> None:
             conll = read_ner(sample / "ner" / language / f"{split}.conll", "conll")
             assert len(brat) == len(conll)
             for b, c in zip(brat, conll):
+                if b.doc_id == "es_train_0000":  # its .ann carries PharmaCoNER-like slips, one not placeable, so
+                    continue                     # its entities differ from the clean .conll (test_sample.py)
                 assert [[w.text for w in s.words] for s in b.sentences] == \
                     [[w.text for w in s.words] for s in c.sentences]
                 assert [s.tags for s in b.sentences] == [s.tags for s in c.sentences], (b.doc_id, c.doc_id)
@@ -310,7 +313,7 @@ ANN_CASES = {
 def test_bad_ann_names_file_and_line_without_the_text(tmp_path: Path, case: str) -> None:
     write_brat_pair(tmp_path, "doc", SECRET + "\n", ANN_CASES[case])
     with pytest.raises(UserError) as err:
-        read_ner(tmp_path, "brat")
+        read_ner(tmp_path, "brat", brat=BratFormat(offset_mismatch="error"))
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'doc.ann'}:2: ")
     assert not any(part in message for part in SECRET.split())

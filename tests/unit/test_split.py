@@ -1,6 +1,6 @@
-"""`medtrain split`: column files by document and by sentence, BRAT folders, JSONL by patient; lines copied byte
-for byte, no unit in two splits, ratios respected, the same bytes for the same inputs, and bad input that names
-the file (and line), exits 2, never quotes the corpus and leaves nothing behind."""
+"""`medtrain split`: column and CoNLL-U files by document and by sentence, BRAT folders, JSONL by patient; lines
+copied byte for byte, no unit in two splits, ratios respected, the same bytes for the same inputs, and bad input
+that names the file (and line), exits 2, never quotes the corpus and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import conllu
 import pytest
 
 from medtrain.cli import run
-from medtrain.data.split import split_sizes
+from medtrain.data.split import detect_format, split_sizes
 
 SECRET = "Popescu Ion CNP 1850101"  # stands for patient text that must never reach a message
 
@@ -148,6 +149,164 @@ def test_sentence_split_drops_docstart_lines_and_counts_them(tmp_path: Path) -> 
     assert manifest(out)["docstart_lines_dropped"] == 2
 
 
+# ----------------------------------------------------------------------------- CoNLL-U
+
+
+def conllu_sentences(n_docs: int) -> list[list[str]]:
+    """Sentences (lines without line endings) of n_docs MoNERo-style documents of d % 3 + 1 sentences: `# newdoc`
+    and `# newpar` before a document's first sentence, `# sent_id` and `# text` before each; sentence s has
+    s + 2 words, the first sentence of a document a multiword range line `1-2`, the second an empty node `1.1`."""
+    sentences = []
+    for d in range(n_docs):
+        for s in range(d % 3 + 1):
+            words = [f"d{d}s{s}w{w}" for w in range(1, s + 3)]
+            lines = [f"# newdoc id = doc{d}", "# newpar"] if s == 0 else []
+            lines += [f"# sent_id = doc{d}-{s}", f"# text = {' '.join(words)}"]
+            if s == 0:
+                lines.append(f"1-2\td{d}range\t_\t_\t_\t_\t_\t_\t_\t_")
+            for w, form in enumerate(words, 1):
+                tag = "B-DISO" if w == 1 else "O"
+                lines.append(f"{w}\t{form}\t{form}\tNOUN\t_\t_\t{w - 1}\t{'root' if w == 1 else 'dep'}\t_\tner={tag}")
+                if s == 1 and w == 1:
+                    lines.append("1.1\tpro\t_\tPRON\t_\t_\t_\t_\t0:root\t_")
+            sentences.append(lines)
+    return sentences
+
+
+def is_marker(line: str) -> bool:
+    return line.startswith(("# newdoc", "# newpar"))
+
+
+def conllu_units(sentences: list[list[str]], newline: str = "\n", markers: bool = True) -> list[bytes]:
+    """Each sentence's lines (with or without its newdoc/newpar lines) and the blank line after it."""
+    return ["".join(line + newline for line in lines if markers or not is_marker(line)).encode() + newline.encode()
+            for lines in sentences]
+
+
+def conllu_documents(sentences: list[list[str]], units: list[bytes]) -> list[bytes]:
+    """units grouped by document: a document starts at each sentence with a `# newdoc` line."""
+    docs: list[bytes] = []
+    for lines, unit in zip(sentences, units):
+        if lines[0].startswith("# newdoc"):
+            docs.append(b"")
+        docs[-1] += unit
+    return docs
+
+
+def parsed_texts(data: bytes) -> list[str]:
+    """The `# text` of every sentence, as the conllu package reads the file (it fails on invalid CoNLL-U)."""
+    return [sentence.metadata["text"] for sentence in conllu.parse(data.decode("utf-8"))]
+
+
+def text_of(lines: list[str]) -> str:
+    return next(line for line in lines if line.startswith("# text = ")).removeprefix("# text = ")
+
+
+def words_of(lines: list[str]) -> int:
+    """Token lines with an integer id: what split.json counts as tokens (not ranges, not empty nodes)."""
+    return sum(line.split("\t", 1)[0].isdigit() for line in lines if not line.startswith("#"))
+
+
+def test_conllu_by_sentence_shuffled_drops_newdoc_newpar_and_keeps_crlf(tmp_path: Path) -> None:
+    sentences = conllu_sentences(5)  # 9 sentences
+    source = tmp_path / "monero.conllu"
+    source.write_bytes(b"".join(conllu_units(sentences, "\r\n")))
+    expected = conllu_units(sentences, "\r\n", markers=False)
+    out = tmp_path / "split"
+    assert split(source, out, "--by", "sentence", "--seed", "4") == 0
+
+    info = manifest(out)
+    ids = info["units"]
+    assert info["format"] == "conllu" and info["unit"] == "sentence" and info["order"] == "shuffle"
+    assert sorted(ids["train"] + ids["dev"] + ids["test"]) == list(range(9))
+    assert [len(ids[s]) for s in ("train", "dev", "test")] == [7, 1, 1]
+    assert info["newdoc_lines_dropped"] == 5 and info["newpar_lines_dropped"] == 5
+    outputs: Counter[bytes] = Counter()
+    for name in ("train", "dev", "test"):  # each split: its sentences in source order, a blank line after each
+        data = (out / f"{name}.conllu").read_bytes()
+        assert data == b"".join(expected[i] for i in ids[name])
+        assert data.count(b"\n") == data.count(b"\r\n") and data.endswith(b"\r\n\r\n")
+        assert parsed_texts(data) == [text_of(sentences[i]) for i in ids[name]]
+        assert info["counts"][name] == {"units": len(ids[name]), "sentences": len(ids[name]),
+                                        "tokens": sum(words_of(sentences[i]) for i in ids[name])}
+        outputs.update(data.split(b"\r\n\r\n")[:-1])
+    assert outputs == Counter(unit.removesuffix(b"\r\n\r\n") for unit in expected)  # every sentence once
+    assert b"\n1-2\t" in b"".join(outputs) and b"\n1.1\t" in b"".join(outputs)  # ranges, empty nodes travel too
+
+    again = tmp_path / "again"  # the same inputs give the same bytes; another seed another split
+    assert split(source, again, "--by", "sentence", "--seed", "4") == 0
+    assert files_bytes(again) == files_bytes(out)
+    assert split(source, tmp_path / "other", "--by", "sentence", "--seed", "5") == 0
+    assert manifest(tmp_path / "other")["units"] != ids
+
+
+def test_conllu_by_sentence_in_source_order_keeps_documents(tmp_path: Path) -> None:
+    sentences = conllu_sentences(5)
+    units = conllu_units(sentences)
+    source = tmp_path / "monero.conllu"
+    source.write_bytes(b"".join(units))
+    out = tmp_path / "split"
+    assert split(source, out, "--by", "sentence", "--order", "source", "--ratios", "0.6,0.2,0.2") == 0
+    info = manifest(out)
+    assert info["units"] == {"train": [0, 1, 2, 3, 4], "dev": [5, 6], "test": [7, 8]}
+    assert info["newdoc_lines_dropped"] == 0 and info["newpar_lines_dropped"] == 0  # kept with their sentence
+    written = [(out / f"{s}.conllu").read_bytes() for s in ("train", "dev", "test")]
+    assert b"".join(written) == source.read_bytes()  # every line, in order, byte for byte
+    for data, name in zip(written, ("train", "dev", "test")):
+        parsed = conllu.parse(data.decode("utf-8"))
+        assert [s.metadata["text"] for s in parsed] == [text_of(sentences[i]) for i in info["units"][name]]
+    dev = conllu.parse(written[1].decode("utf-8"))  # doc2's last sentence (no newdoc of its own), doc3's first
+    assert "newdoc id" not in dev[0].metadata and dev[1].metadata["newdoc id"] == "doc3"
+
+
+def test_conllu_by_document_keeps_documents_whole(tmp_path: Path) -> None:
+    sentences = conllu_sentences(10)
+    docs = conllu_documents(sentences, conllu_units(sentences))
+    source = tmp_path / "monero.conllu"
+    source.write_bytes(b"".join(docs))
+    out = tmp_path / "split"
+    assert split(source, out, "--seed", "2") == 0
+    info = manifest(out)
+    ids = info["units"]
+    assert info["unit"] == "document" and "newdoc_lines_dropped" not in info
+    assert sorted(ids["train"] + ids["dev"] + ids["test"]) == list(range(10))
+    assert [len(ids[s]) for s in ("train", "dev", "test")] == [8, 1, 1]
+    written = {s: (out / f"{s}.conllu").read_bytes() for s in ("train", "dev", "test")}
+    assert sum((nonblank_lines(b) for b in written.values()), Counter()) == nonblank_lines(source.read_bytes())
+    doc_of = [d for d in range(10) for _ in range(d % 3 + 1)]
+    for name, data in written.items():
+        assert data == b"".join(docs[i] for i in ids[name])
+        parsed = conllu.parse(data.decode("utf-8"))
+        assert [s.metadata["text"] for s in parsed] == [text_of(lines) for lines, d in zip(sentences, doc_of)
+                                                        if d in ids[name]]
+        assert [s.metadata["newdoc id"] for s in parsed if "newdoc id" in s.metadata] == [f"doc{i}" for i in ids[name]]
+        assert info["counts"][name]["sentences"] == sum(i % 3 + 1 for i in ids[name])
+        assert info["counts"][name]["tokens"] == sum(words_of(lines) for lines, d in zip(sentences, doc_of)
+                                                     if d in ids[name])
+
+    in_order = tmp_path / "in_order"
+    assert split(source, in_order, "--order", "source", "--ratios", "0.6,0.2,0.2") == 0
+    assert manifest(in_order)["units"] == {"train": list(range(6)), "dev": [6, 7], "test": [8, 9]}
+    assert b"".join((in_order / f"{s}.conllu").read_bytes() for s in ("train", "dev", "test")) == source.read_bytes()
+
+
+def test_conllu_leading_sentences_extra_blanks_and_a_missing_last_newline(tmp_path: Path) -> None:
+    token = "1\tx\tx\tX\t_\t_\t0\troot\t_\t_"
+    source = tmp_path / "c.txt"  # not .conllu: --format conllu, and the outputs keep .txt
+    source.write_bytes(f"# sent_id = pre\n{token}\n\n\n# newdoc id = a\n# sent_id = a1\n{token}\n\n\n"
+                       f"# newdoc id = b\n# sent_id = b1\n{token}".encode())
+    assert detect_format(source) == "conll" and detect_format(tmp_path / "x.CONLLU") == "conllu"
+    out = tmp_path / "split"
+    assert split(source, out, "--format", "conllu", "--order", "source", "--ratios", "0.34,0.33,0.33") == 0
+    assert manifest(out)["units"] == {"train": [0], "dev": [1], "test": [2]}  # sentences before a newdoc: doc 0
+    assert (out / "train.txt").read_bytes() == f"# sent_id = pre\n{token}\n\n".encode()
+    assert (out / "dev.txt").read_bytes() == f"# newdoc id = a\n# sent_id = a1\n{token}\n\n".encode()
+    assert (out / "test.txt").read_bytes() == f"# newdoc id = b\n# sent_id = b1\n{token}\n\n".encode()
+    whole = tmp_path / "whole"  # a split with no unit is an empty (valid) file
+    assert split(source, whole, "--format", "conllu", "--by", "sentence", "--ratios", "1,0,0") == 0
+    assert (whole / "dev.txt").read_bytes() == b"" and len(conllu.parse((whole / "train.txt").read_text())) == 3
+
+
 # ----------------------------------------------------------------------------- BRAT and JSONL
 
 
@@ -258,6 +417,31 @@ def test_bad_column_files_name_file_and_line(tmp_path: Path, capsys: pytest.Capt
     code = split(source, out)
     assert_user_error(capsys, code, f"{source}:{line}:" if line else f"{source}:", phrase)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.conll"]
+
+
+CONLLU_TOKEN = b"1\tx\tx\tX\t_\t_\t0\troot\t_\t_\n"
+
+
+@pytest.mark.parametrize("content, by, line, phrase", [
+    (b"", "sentence", None, "no sentences"),
+    (b"# newdoc id = d\n# sent_id = 1\n\n", "document", None, "no sentences"),
+    (b"# text = a\n" + CONLLU_TOKEN + b"\n# text = " + SECRET.encode() + b"\xff\n" + CONLLU_TOKEN, "sentence", 4,
+     "UTF-8"),
+    (b"# sent_id = 1\n" + CONLLU_TOKEN + b"2\t" + SECRET.encode() + b"\t_\tX\t_\t_\t1\tdep\t_\n\n", "sentence", 3,
+     "10 tab-separated fields"),
+    (CONLLU_TOKEN + b"\n" + SECRET.encode() + b" O\n\n", "sentence", 3, "10 tab-separated fields"),  # CoNLL, not -U
+    (CONLLU_TOKEN + b"# text = " + SECRET.encode() + b"\n\n", "sentence", 2, "comment line inside a sentence"),
+    (b"# sent_id = 1\n" + CONLLU_TOKEN + b"\n# sent_id = 2\n" + CONLLU_TOKEN + b"\n# sent_id = 3\n" + CONLLU_TOKEN,
+     "document", None, "--by sentence"),  # no `# newdoc`: one document
+])
+def test_bad_conllu_files_name_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes,
+                                             by: str, line: int | None, phrase: str) -> None:
+    source = tmp_path / "s.conllu"
+    source.write_bytes(content)
+    code = split(source, tmp_path / "out", "--by", by)
+    err = assert_user_error(capsys, code, f"{source}:{line}:" if line else f"{source}:", phrase)
+    assert "newdoc" in err or phrase != "--by sentence"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.conllu"]
 
 
 @pytest.mark.parametrize("content, line, phrase", [
