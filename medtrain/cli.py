@@ -73,6 +73,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return finetune(load_config(FinetuneConfig, args.config, args.overrides))
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from medtrain.data.ner.evaluate import evaluate, format_report, load_labels, parse_types
+    from medtrain.errors import UserError
+    from medtrain.io import write_json_atomic
+
+    if args.json is not None and Path(args.json).is_dir():
+        raise UserError("--json names a folder; give a file name, e.g. scores.json", args.json)
+    report = evaluate(args.gold, args.pred, args.format, args.pred_format, args.token, args.tag, args.discontinuous,
+                      load_labels(args.labels) if args.labels else None, args.language, parse_types(args.types),
+                      args.bootstrap, args.bootstrap_seed, args.alpha)
+    print(format_report(report))
+    if args.json is not None:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from medtrain.config import load_config
     from medtrain.study.analysis import AnalyzeConfig, analyze
@@ -184,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=["document", "sentence"], default="document",
                    help="unit kept whole in one split (default document: -DOCSTART- documents, BRAT files, "
                         "JSONL patients); sentence: column files only, e.g. one MoNERo file with no -DOCSTART-")
-    p.add_argument("--format", choices=["conll", "brat", "jsonl"], default=None,
-                   help="source format (default: a folder is brat, *.jsonl jsonl, any other file conll), "
-                        "e.g. --format conll for a .txt column file")
+    p.add_argument("--format", choices=["conll", "conllu", "brat", "jsonl"], default=None,
+                   help="source format (default: a folder is brat, *.jsonl jsonl, *.conllu conllu, any other file "
+                        "conll), e.g. --format conll for a .txt column file, --format conllu for a CoNLL-U file "
+                        "named otherwise")
     p.add_argument("--order", choices=["shuffle", "source"], default="shuffle",
                    help="shuffle (default): units drawn at random with --seed; source: cut in source order, train "
                         "first, so the sentences of one document stay in one split (no neighbouring sentences, and "
@@ -226,6 +244,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="fine-tuning config (YAML or packaged recipe name, e.g. finetune-ner)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.lr=5e-5 data.test.ro=data/ner/ro/test")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "evaluate", help="score predicted NER files against gold with fine-tuning's exact-offset scorer",
+        description="Score PRED against GOLD as fine-tuning scores a test language (strict exact-offset entity "
+                    "precision, recall and F1, micro, with bootstrap intervals over documents, or sentences when "
+                    "GOLD is one document; per-type scores; the recall ceiling of a flat tagger), so another "
+                    "system, or an older run, is compared on medtrain's terms. On a run's predictions/<lang>/ "
+                    "folder, with --types set to its results.json test[lang].scored_types and its eval settings, "
+                    "the numbers equal its results.json test[lang]. GOLD BRAT offsets are scored as written. "
+                    "Example: medtrain evaluate data/ner/es/test runs/es/predictions/es --labels runs/es/config.yaml "
+                    "--language es --types CHEM,DISO",
+    )
+    p.add_argument("gold", metavar="GOLD", help="gold: a BRAT folder (.txt + .ann), a column (CoNLL) file or folder "
+                                                "of them, or a CoNLL-U file or folder")
+    p.add_argument("pred", metavar="PRED",
+                   help="predictions: a folder of <doc_id>.ann files (what fine-tuning writes to predictions/<lang>/; "
+                        "a .txt beside each is not needed), or a file or folder in GOLD's format with predicted tags. "
+                        "Document ids are GOLD's: BRAT file names, <stem>-NNNN or <stem> for column and CoNLL-U "
+                        "files (a single PRED file stands for a single GOLD file whatever its name). A gold document "
+                        "without a prediction counts as predicting nothing")
+    p.add_argument("--format", choices=["brat", "conll", "conllu"], default=None,
+                   help="GOLD's format (default: a folder is brat, a .conllu file conllu, any other file conll)")
+    p.add_argument("--pred-format", choices=["brat", "conll", "conllu"], default=None,
+                   help="PRED's format: brat (.ann files) or GOLD's own (default: brat when PRED is a folder, else "
+                        "GOLD's format)")
+    p.add_argument("--token", type=int, default=None, metavar="N",
+                   help="column files: the token's column index (default 0)")
+    p.add_argument("--tag", default=None, metavar="N|misc:KEY|FIELD",
+                   help="column files: the IOB2 tag's column index (default -1, the last; MoNERo's TSV needs 2); "
+                        "CoNLL-U (required): misc:KEY, a key inside MISC such as misc:BioNERLabel, or a field "
+                        "name such as xpos")
+    p.add_argument("--discontinuous", choices=["join", "split"], default=None,
+                   help="column and CoNLL-U files: a bare I-X after a gap continues the sentence's previous X "
+                        "entity as a further fragment (join, MoNERo) or starts a new one (split, the default)")
+    p.add_argument("--labels", metavar="FILE", default=None,
+                   help="a YAML file with a labels: section (map, keep, strict), e.g. the run's fine-tuning "
+                        "config: gold and predictions are read into that label space, as the run read them")
+    p.add_argument("--language", metavar="LANG", default=None,
+                   help="which language's labels.map applies to GOLD and PRED alike, e.g. es")
+    p.add_argument("--types", metavar="A,B", default=None,
+                   help="score only these types (after the label map), as a run scores only the types its "
+                        "training had (results.json test[lang].scored_types); default: every type of GOLD or PRED")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                   help="resamples per interval (default 1000, fine-tuning's eval.bootstrap)")
+    p.add_argument("--bootstrap-seed", type=int, default=None, metavar="SEED",
+                   help="the resampling seed (default 0, fine-tuning's eval.bootstrap_seed)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A",
+                   help="1 - the intervals' confidence level (default 0.05: 95%%, fine-tuning's eval.alpha)")
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="also write the report (the table's numbers and more) as JSON to OUT, atomically")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "analyze", help="measure tokenizer fertility, corpus-task overlap and model perplexity on task text",
