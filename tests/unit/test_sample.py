@@ -1,10 +1,12 @@
 """The bundled synthetic data set: deterministic, well-formed BRAT/CoNLL, NER in three real corpora's shapes
-(MoNERo columns for ro, PharmaCoNER-style BRAT for es, BRAT with Dutch types for nl), screening that is learnable
-but not trivial.
+(MoNERo columns and CoNLL-U for ro, PharmaCoNER-style BRAT for es, BRAT with Dutch types for nl), screening that
+is learnable but not trivial.
 
 The CoNLL checks rebuild IOB2 from the .txt and .ann files with code of their own (character painting rather
 than the generator's interval test), under the policy in `medtrain.data.sample.spans`'s docstring. The MoNERo
-file is read back with medtrain's column reader and checked against the shape by code of its own.
+file is read back with medtrain's column reader and checked against the shape by code of its own; its CoNLL-U
+twin is parsed with the `conllu` package, not medtrain's reader, and compared with it token by token. The one es
+document with PharmaCoNER's offset slips is compared with its clean .ann, made again from the generator.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ from collections import Counter
 from fnmatch import fnmatch
 from pathlib import Path
 
+import conllu
 import pytest
 import yaml
 
 from medtrain.data.ner import read_ner, read_ner_corpus
 from medtrain.data.ner_format import ColumnFormat
 from medtrain.data.sample import DOMAINS, ENTITY_TYPES, LANGUAGES, SPLITS, write_sample_data
-from medtrain.data.sample.generator import held_out_terms
+from medtrain.data.sample.generator import held_out_terms, ner_doc
+from medtrain.data.sample.shapes import LATE_SLIPS, SLIP_WINDOW, brat_ann
+from medtrain.data.sample.spans import Phrase
 from medtrain.data.sample.vocabulary import COMMON_WORDS, NUMBERS, VOCABULARIES
+from medtrain.data.sample.write import _rng
 from medtrain.errors import UserError
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -39,12 +45,17 @@ TYPE_RANK = {
 }
 MONERO_TYPES = {"ANAT", "CHEM", "DISO", "PROC"}
 MONERO = ColumnFormat(token=0, tag=2, separator="tab", short_lines="skip", discontinuous="join")
+MONERO_TSV = ColumnFormat(tag=2, separator="tab", document_marker=None, short_lines="skip", discontinuous="join")
+MONERO_UD = ColumnFormat(tag="misc:BioNERLabel", discontinuous="join")
+SLIPPED = Path("ner", "es", "train", "es_train_0000.ann")  # PharmaCoNER's slips; every other .ann is exact
 # Recorded from the generator before the NER shapes changed (seed 0, scale 1): the corpora, the screening
 # records and the es/nl document texts are the same bytes, and ro's documents are the same token sequence.
 BEFORE = {"corpora": "84b86589d09c7790a6c5d8bdd6e6b4003a4faf51d51d54dbfcd6d5706f02d51b",
           "screening": "97e40c39c856491ccd7c56ab94a09d880b18605f6879c17c3740004959cbf367",
           "ner_text": "08c9dba78980063f80f29f0666b6649d1f3f0df449ff9bc5f4365b7969416d9d",
-          "ro_sentences": "7851ea91b2075575926cf690167874e31b0b5e6b152fd839dc87f6d84c8ac8df"}
+          "ro_sentences": "7851ea91b2075575926cf690167874e31b0b5e6b152fd839dc87f6d84c8ac8df",
+          # every ner/ file but monero.conllu and the slipped .ann, recorded before those two were added
+          "ner_files": "c715d687e70ac32c97440a12040bcb7adf3a4fdd18b1ce14604f30ce6639b6f2"}
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +72,11 @@ def language_of(path: Path) -> str:
     return path.relative_to(path.parents[2]).parts[0]  # ner/<lang>/<split>/<doc>.ann
 
 
-def read_ann(path: Path) -> list[tuple[str, Fragments, str]]:
-    """The T lines (entities); # notes and N references are checked by the PharmaCoNER test."""
+def read_ann(path: Path, ann: str | None = None) -> list[tuple[str, Fragments, str]]:
+    """The T lines (entities) of `path`, or of `ann` written for it; # notes and N references are checked by the
+    PharmaCoNER test."""
     entities = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in (path.read_text(encoding="utf-8") if ann is None else ann).splitlines():
         tid, middle, surface = line.split("\t")
         if tid[0] in "#N":
             continue
@@ -127,6 +139,34 @@ def digest(root: Path, paths: list[Path]) -> str:
     for path in sorted(paths):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def clean_slipped_ann() -> tuple[Phrase, str]:
+    """es_train_0000 as the generator made it (seed 0), and its .ann before the slips."""
+    lang = VOCABULARIES["es"]
+    doc = ner_doc(lang, _rng(0, "ner", "es", "train"), held_out_terms(lang))
+    return doc, brat_ann("es", doc)
+
+
+def rebuilt_text(sentence: conllu.TokenList) -> str:
+    """The sentence from its tokens: a multiword token's FORM stands for its words; empty nodes are no tokens."""
+    surface: list[tuple[str, bool]] = []
+    covered = 0
+    for token in sentence:
+        token_id = token["id"]
+        if isinstance(token_id, tuple) and token_id[1] == ".":
+            continue
+        if isinstance(token_id, tuple):
+            covered = token_id[2]
+        elif token_id <= covered:
+            continue
+        surface.append((token["form"], (token["misc"] or {}).get("SpaceAfter") != "No"))
+    return "".join(form + (" " if space and i < len(surface) - 1 else "") for i, (form, space) in enumerate(surface))
+
+
+def ud_words(sentence: conllu.TokenList) -> list[tuple[str, str]]:
+    """(FORM, tag) of the syntactic words: no range lines, no empty nodes; no BioNERLabel is O."""
+    return [(t["form"], (t["misc"] or {}).get("BioNERLabel", "O")) for t in sentence if isinstance(t["id"], int)]
 
 
 def column_sentences(path: Path) -> list[list[list[str]]]:
@@ -226,11 +266,13 @@ def test_tokenizer_keeps_general_words_whole_and_splits_domain_words(sample: Pat
 
 
 def test_brat_offsets_match_text_and_token_boundaries(sample: Path) -> None:
+    """Every .ann but the slipped one exactly; that one's clean version (its slips: test_es_has_pharmaconer_slips)."""
     for ann in sorted((sample / "ner").glob("*/*/*.ann")):
         text = ann.with_suffix(".txt").read_text(encoding="utf-8")
         starts = {m.start() for m in WORD.finditer(text)}
         ends = {m.end() for m in WORD.finditer(text)}
-        for label, fragments, surface in read_ann(ann):
+        clean = clean_slipped_ann()[1] if ann == sample / SLIPPED else None
+        for label, fragments, surface in read_ann(ann, clean):
             assert " ".join(text[s:e] for s, e in fragments) == surface, (ann.name, surface)
             assert all(s < e for s, e in fragments) and fragments == sorted(fragments)
             assert all("\n" not in text[s:e] and s in starts and e in ends for s, e in fragments), (ann.name, surface)
@@ -254,7 +296,9 @@ def test_conll_agrees_with_brat_under_the_policy(sample: Path) -> None:
     for language in BRAT_LANGUAGES:
         for split in SPLITS:
             folder = sample / "ner" / language / split
-            expected = [expected_iob2(txt.read_text(encoding="utf-8"), read_ann(txt.with_suffix(".ann")),
+            clean = {sample / SLIPPED: clean_slipped_ann()[1]}  # the .conll has the slipped document clean
+            expected = [expected_iob2(txt.read_text(encoding="utf-8"),
+                                      read_ann(txt.with_suffix(".ann"), clean.get(txt.with_suffix(".ann"))),
                                       TYPE_RANK[language]) for txt in sorted(folder.glob("*.txt"))]
             assert len(expected) >= 5
             assert read_conll(folder.with_suffix(".conll")) == expected, (language, split)
@@ -342,11 +386,14 @@ def test_corpora_screening_and_documents_are_those_of_before(sample: Path) -> No
     assert digest(sample, texts) == BEFORE["ner_text"]
     sentences = [" ".join(line[0] for line in s) for s in column_sentences(sample / "ner" / "ro" / "monero.tsv")]
     assert hashlib.sha256("\n".join(sentences).encode()).hexdigest() == BEFORE["ro_sentences"]
+    ner = [p for p in (sample / "ner").rglob("*") if p.is_file() and p.name != "monero.conllu"
+           and p != sample / SLIPPED]
+    assert digest(sample, ner) == BEFORE["ner_files"]  # monero.tsv, the .conll files, every other .ann: as they were
 
 
 def test_ro_is_one_monero_column_file(sample: Path) -> None:
     folder = sample / "ner" / "ro"
-    assert [p.name for p in folder.iterdir()] == ["monero.tsv"]  # no split, no BRAT
+    assert sorted(p.name for p in folder.iterdir()) == ["monero.conllu", "monero.tsv"]  # no split, no BRAT
     sentences = column_sentences(folder / "monero.tsv")
     lines = [line for sentence in sentences for line in sentence]
     widths = Counter(len(line) for line in lines)
@@ -400,6 +447,105 @@ def test_ro_held_out_terms_only_in_the_last_documents(sample: Path) -> None:
         text = " ".join(line[0] for line in sentence)
         positions += [i for term in held_out if f" {term} " in f" {text} "]
     assert positions and min(positions) > 0.7 * len(sentences)  # test documents: the last ~20% of sentences
+
+
+def test_ro_conllu_is_monero_as_ud_publishes_it(sample: Path) -> None:
+    """CoNLL-U with # newdoc id / # sent_id / # text, the tag as BioNERLabel in MISC, multiword tokens and empty
+    nodes; the same sentences, tokens and tags as monero.tsv (whose two-column lines carry no tag)."""
+    path = sample / "ner" / "ro" / "monero.conllu"
+    raw = path.read_text(encoding="utf-8")
+    assert all(len(line.split("\t")) == 10 for line in raw.splitlines() if line and not line.startswith("#"))
+    sentences = conllu.parse(raw)
+    tsv = column_sentences(sample / "ner" / "ro" / "monero.tsv")
+    assert len(sentences) == len(tsv)
+    newdocs = [s.metadata["newdoc id"] for s in sentences if "newdoc id" in s.metadata]
+    assert "newdoc id" in sentences[0].metadata and len(newdocs) == len(set(newdocs)) == 60
+    assert len({s.metadata["sent_id"] for s in sentences}) == len(sentences)
+    ranges = empty = 0
+    for sentence, columns in zip(sentences, tsv):
+        assert sentence.metadata["text"] == rebuilt_text(sentence), sentence.metadata["sent_id"]
+        words = ud_words(sentence)
+        assert [w for w, _ in words] == [line[0] for line in columns], sentence.metadata["sent_id"]
+        assert [(w, tag) for (w, tag), line in zip(words, columns) if len(line) == 4] == \
+            [(line[0], line[2]) for line in columns if len(line) == 4], sentence.metadata["sent_id"]
+        forms = {t["id"]: t["form"] for t in sentence if isinstance(t["id"], int)}
+        for token in sentence:
+            assert set(token["misc"] or {}) <= {"BioNERLabel", "SpaceAfter"}, token
+            assert token["lemma"] == token["form"].lower() or isinstance(token["id"], tuple)
+            if isinstance(token["id"], tuple) and token["id"][1] == "-":
+                first, _, last = token["id"]
+                assert last > first and token["form"] == "".join(forms[i] for i in range(first, last + 1))
+                ranges += 1
+            elif isinstance(token["id"], tuple):
+                assert token["id"][0] in forms and token["id"][2] == 1 and token["head"] is None
+                empty += 1
+    assert ranges >= 1 and empty >= 1
+    assert re.search(r"^(\d+)-\d+\tS-a\t.*\n\1\tS\t", raw, re.M)  # Romanian contractions: s-a = s- + a
+
+
+def test_ro_conllu_reads_as_the_tsv_does(sample: Path) -> None:
+    """medtrain's CoNLL-U reader (misc:BioNERLabel, discontinuous: join) finds the entities the column reader
+    finds in monero.tsv: the same types, as many of each, as many discontinuous."""
+    folder = sample / "ner" / "ro"
+    ud = read_ner_corpus(folder / "monero.conllu", "conllu", MONERO_UD)
+    tsv = read_ner_corpus(folder / "monero.tsv", "conll", MONERO_TSV)
+    assert tsv.skipped_lines > 0 and ud.skipped_lines == 0
+
+    def counts(documents: list) -> tuple[Counter[str], int]:
+        entities = [e for doc in documents for e in doc.entities]
+        return Counter(e.type for e in entities), sum(len(e.fragments) > 1 for e in entities)
+
+    assert counts(ud.documents) == counts(tsv.documents)
+    assert set(counts(ud.documents)[0]) == MONERO_TYPES and counts(ud.documents)[1] > 0
+
+
+def test_es_has_pharmaconer_slips(sample: Path) -> None:
+    """es_train_0000.ann: LATE_SLIPS T lines whose text is one or two characters before their written start (and
+    nowhere nearer), one whose text is nowhere within SLIP_WINDOW characters, the rest exact; offsets inside the
+    text, start < end. Against the clean .ann: only those lines' offsets differ, the late ones by their shift."""
+    doc, clean = clean_slipped_ann()
+    text = (sample / SLIPPED).with_suffix(".txt").read_text(encoding="utf-8")
+    assert text == doc.text
+
+    def near(start: int, surface: str, distances: range) -> list[int]:
+        return [d for d in distances if text[start - d:start - d + len(surface)] == surface]
+
+    kinds: dict[int, str] = {}  # line index -> exact, late1, late2 or far
+    for i, (_, fragments, surface) in enumerate(read_ann(sample / SLIPPED)):
+        if " ".join(text[s:e] for s, e in fragments) == surface:
+            kinds[i] = "exact"
+            continue
+        (start, end), = fragments  # only contiguous entities slip
+        assert 0 <= start < end <= len(text) and end - start == len(surface), surface
+        found = near(start, surface, range(-SLIP_WINDOW, SLIP_WINDOW + 1))
+        assert found in ([1], [2], []), (surface, found)  # late: only there (a repair takes the nearest match)
+        kinds[i] = f"late{found[0]}" if found else "far"
+    counts = Counter(kinds.values())
+    assert counts["late1"] + counts["late2"] == LATE_SLIPS and counts["late1"] and counts["late2"], counts
+    assert counts["far"] == 1 and counts["exact"] == len(kinds) - LATE_SLIPS - 1, counts
+
+    written = [line for line in (sample / SLIPPED).read_text(encoding="utf-8").splitlines() if line[0] == "T"]
+    before = [line for line in clean.splitlines() if line[0] == "T"]
+    lines = [line for line in (sample / SLIPPED).read_text(encoding="utf-8").splitlines() if line[0] != "T"]
+    assert lines == [line for line in clean.splitlines() if line[0] != "T"]  # the # and N lines as they were
+    for kind, now, then in zip(kinds.values(), written, before, strict=True):
+        (t_id, middle, surface), (t_then, middle_then, surface_then) = now.split("\t"), then.split("\t")
+        (label, start, _), (label_then, start_then, _) = middle.split(" ", 2), middle_then.split(" ", 2)
+        assert (t_id, label, surface) == (t_then, label_then, surface_then)
+        shift, expected = int(start) - int(start_then), {"exact": 0, "late1": 1, "late2": 2}.get(kind)
+        assert shift == expected if expected is not None else abs(shift) > SLIP_WINDOW, (kind, now)
+        assert (kind == "exact") == (now == then)
+
+
+def test_es_slips_are_repaired_by_default(sample: Path) -> None:
+    """The default reader (offset_mismatch: repair) moves the late ones back and skips the far one; the other
+    documents need nothing."""
+    doc, clean = clean_slipped_ann()
+    corpus = read_ner_corpus(sample / "ner" / "es" / "train", "brat")
+    assert (corpus.repaired, corpus.skipped_annotations) == (LATE_SLIPS, 1)
+    read = {(e.type, e.fragments) for e in corpus.documents[0].entities}
+    expected = {(label, tuple(fragments)) for label, fragments, _ in read_ann(sample / SLIPPED, clean)}
+    assert read < expected and len(expected - read) == 1
 
 
 def test_es_is_pharmaconer_style_brat(sample: Path) -> None:

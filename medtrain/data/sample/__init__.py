@@ -7,13 +7,16 @@ copied. Where each part lives:
     generator.py                       template filling and documents of each genre (why the data looks so)
     spans.py                           text with entity offsets; the BRAT and CoNLL formats (the CoNLL policy)
     shapes.py                          the real corpus each language's NER imitates: file shape, type names
+    ud.py                              the ro documents in CoNLL-U, as Universal Dependencies publishes MoNERo
     write.py                           the files, each from its own seeded generator (determinism)
 
 Layout written by `write_sample_data(out, seed, scale)`:
     corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line
     ner/ro/monero.tsv                   MoNERo-style columns (token lemma tag POS), one file, no split
+    ner/ro/monero.conllu                the same documents in CoNLL-U, tags as BioNERLabel in MISC
     ner/<es|nl>/<split>/<doc>.txt|.ann  BRAT standoff, one sentence per line, offsets in characters; es with
-                                        PharmaCoNER-style types, # notes and N lines; nl with Dutch types
+                                        PharmaCoNER-style types, # notes and N lines (es_train_0000.ann
+                                        with PharmaCoNER's offset slips); nl with Dutch types
     ner/<es|nl>/<split>.conll           the same documents in IOB2, in sorted document-name order
     ner/<es|nl>/annotation.conf         the language's types, for the brat annotation tool
     screening/<lang>/<split>.jsonl      {"patient_id", "note_id", "text", "label"}, label per patient

@@ -12,11 +12,15 @@ differ, so the learning problem stays the same while a study must map three type
         (`discontinuous: join` reads it back as one entity). A small fixed fraction of the O lines outside every
         entity's extent has two columns only (token<TAB>lemma), like MoNERo's few corrupt lines
         (`short_lines: skip`). The lemma is the token lowercased and POS a placeholder (PUNCT, NUM or X): the
-        generator knows no morphology.
+        generator knows no morphology. The same sentences and tags also go out as CoNLL-U, the way Universal
+        Dependencies publishes MoNERo (ud.py).
     es  PharmaCoNER-style BRAT: a drug is NORMALIZABLES, or NO_NORMALIZABLES for a fixed fifth of the drug terms;
         every drug has a `#` AnnotatorNotes line with a made-up SNOMED-like code (<null> for NO_NORMALIZABLES) and
         about half of the NORMALIZABLES an `N` Reference line. PharmaCoNER itself has chemical and protein types
         only: ENFERMEDAD, SINTOMA, PROCEDIMIENTO and ANATOMIA stand in for CANTEMIST/DisTEMIST-style releases.
+        Like PharmaCoNER 2019, whose release has five annotations in one document that start one or two
+        characters late, one document (SLIPPED_DOCUMENT) has slips in its .ann (pharmaconer_slips), so the
+        reader's `offset_mismatch` policies meet real work; its .conll twin stays clean.
     nl  BRAT with a third type set: Aandoening, Symptoom, Medicatie, Verrichting, Anatomie.
 
 A drug's Spanish type and code are functions of its term (sha256), not draws, so they are the same in every file
@@ -47,6 +51,11 @@ COLUMN_FILES = {"ro": "monero.tsv"}
 NOT_NORMALIZABLE = "NO_NORMALIZABLES"
 NOT_NORMALIZABLE_EVERY = 5   # a drug term whose hash is a multiple of this is NO_NORMALIZABLES
 SHORT_LINE_RATE = 0.005      # of the eligible O lines of monero.tsv: written with two columns
+SLIPPED_DOCUMENT = ("es", "train", 0)  # (language, split, index): es_train_0000.ann has the slips
+LATE_SLIPS = 3               # its T lines written one or two characters late
+FAR_SLIPS = 1                # its T lines moved where their text is nowhere near
+SLIP_WINDOW = 8              # a far slip's text is not within this many characters (BratFormat.repair_window)
+_FAR_TRIES = 1000            # random places tried for a far slip before its entity is passed over
 _CODE_BASE, _CODE_SPAN = 100_000_000, 900_000_000  # nine-digit made-up codes
 
 
@@ -117,6 +126,63 @@ def brat_ann(language: str, doc: Phrase) -> str:
     return pharmaconer_ann(doc) if language == "es" else brat(doc, type_namer(language))
 
 
+class Slip(NamedTuple):
+    """One slipped T line: where its text is in the .txt and where the line says it is."""
+
+    t_id: str
+    start: int      # where the annotation is in the .txt
+    written: int    # the start its T line gives
+    surface: str
+
+
+def _at(text: str, start: int, surface: str) -> bool:
+    """The annotated text is at `start`, compared as the reader does (whitespace-insensitive)."""
+    return 0 <= start and text[start:start + len(surface)].split() == surface.split()
+
+
+def _late(text: str, start: int, shift: int, surface: str) -> bool:
+    """Written `shift` late, the text is wrong there and the true start is the nearest place it occurs, so a
+    repair that takes the nearest match restores exactly it; the moved span stays on its line."""
+    written, end = start + shift, start + shift + len(surface)
+    return (end <= len(text) and "\n" not in text[written:end]
+            and not any(_at(text, p, surface) for p in range(written - shift, written + shift + 1) if p != start))
+
+
+def _far(text: str, written: int, surface: str) -> bool:
+    """Nowhere within SLIP_WINDOW characters of `written`: no repair can find it."""
+    return ("\n" not in text[written:written + len(surface)]
+            and not any(_at(text, p, surface) for p in range(written - SLIP_WINDOW, written + SLIP_WINDOW + 1)))
+
+
+def pharmaconer_slips(ann: str, text: str, rng: random.Random) -> tuple[str, list[Slip]]:
+    """`ann` with LATE_SLIPS T lines written one or two characters late and FAR_SLIPS moved far away, each one's
+    surface text as it was; offsets stay inside the text, start < end. Only contiguous entities slip (as in
+    PharmaCoNER); a document with too few that qualify gets fewer slips."""
+    lines = ann.splitlines(keepends=True)
+    single = [i for i, line in enumerate(lines) if line.startswith("T") and ";" not in line.split("\t")[1]]
+    rng.shuffle(single)
+    slips: list[Slip] = []
+    late = far = 0
+    for i in single:
+        t_id, middle, surface = lines[i].rstrip("\n").split("\t")
+        label, start_text, _ = middle.split(" ")
+        start, written = int(start_text), None
+        if late < LATE_SLIPS:
+            shift = 1 + late % 2  # one late by one character, the next by two, ...
+            if _late(text, start, shift, surface):
+                written, late = start + shift, late + 1
+        elif far < FAR_SLIPS:
+            tries = (rng.randrange(len(text) - len(surface) + 1) for _ in range(_FAR_TRIES))
+            written = next((w for w in tries if abs(w - start) > 4 * SLIP_WINDOW and _far(text, w, surface)), None)
+            far += written is not None
+        else:
+            break
+        if written is not None:
+            lines[i] = f"{t_id}\t{label} {written} {written + len(surface)}\t{surface}\n"
+            slips.append(Slip(t_id, start, written, surface))
+    return "".join(lines), sorted(slips, key=lambda s: int(s.t_id[1:]))
+
+
 # ----------------------------------------------------------------------------- ro: MoNERo-style columns
 
 
@@ -133,14 +199,18 @@ def _whole_entities(entities: tuple[Entity, ...]) -> list[Entity]:
     return kept
 
 
-def _pos(token: str) -> str:
-    return "NUM" if token.isdigit() else "X" if re.fullmatch(r"\w+", token) else "PUNCT"
+class MoneroTags(NamedTuple):
+    """What monero.tsv and monero.conllu write of a document, so both carry the same tags."""
+
+    tags: dict[int, str]     # character -> tag of the token starting there
+    extent: set[int]         # characters from an entity's first start to its last end
+    kept: list[Entity]       # the entities written (the flat policy)
 
 
-def monero(doc: Phrase, short_rng: random.Random) -> tuple[str, MoneroCount]:
-    """A document's sentences in MoNERo's columns (no document marker); `short_rng` picks the two-column lines."""
-    tags: dict[int, str] = {}          # character -> tag of the token starting there
-    extent: set[int] = set()           # characters from an entity's first start to its last end
+def monero_tags(doc: Phrase) -> MoneroTags:
+    """Each token's tag under the flat policy; monero.tsv and monero.conllu both write these."""
+    tags: dict[int, str] = {}
+    extent: set[int] = set()
     kept = _whole_entities(doc.entities)
     for entity in kept:
         name = TYPE_NAMES["ro"][entity.label]
@@ -148,6 +218,17 @@ def monero(doc: Phrase, short_rng: random.Random) -> tuple[str, MoneroCount]:
             tags.update((i, f"I-{name}") for i in range(start, end))
             tags[start] = f"{'I' if k else 'B'}-{name}"  # a later fragment: a bare I- after the gap
         extent.update(range(entity.fragments[0][0], entity.fragments[-1][1]))
+    return MoneroTags(tags, extent, kept)
+
+
+def placeholder_pos(token: str) -> str:
+    """MoNERo's POS column (and CoNLL-U's UPOS): the generator knows no morphology, only numbers and punctuation."""
+    return "NUM" if token.isdigit() else "X" if re.fullmatch(r"\w+", token) else "PUNCT"
+
+
+def monero(doc: Phrase, short_rng: random.Random) -> tuple[str, MoneroCount]:
+    """A document's sentences in MoNERo's columns (no document marker); `short_rng` picks the two-column lines."""
+    tags, extent, kept = monero_tags(doc)
     out, sentences, short = [], 0, 0
     for tokens in sentence_tokens(doc.text):
         for token in tokens:
@@ -156,7 +237,7 @@ def monero(doc: Phrase, short_rng: random.Random) -> tuple[str, MoneroCount]:
                 out.append(f"{word}\t{word.lower()}\n")
                 short += 1
             else:
-                out.append(f"{word}\t{word.lower()}\t{tag}\t{_pos(word)}\n")
+                out.append(f"{word}\t{word.lower()}\t{tag}\t{placeholder_pos(word)}\n")
         out.append("\n")
         sentences += 1
     return "".join(out), MoneroCount(sentences, len(kept), sum(len(e.fragments) > 1 for e in kept), short)

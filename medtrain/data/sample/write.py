@@ -20,8 +20,11 @@ import yaml
 from tqdm import tqdm
 
 from medtrain.data.sample.generator import DOCUMENT_MAKERS, DOMAINS, held_out_terms, ner_doc, screening_note
-from medtrain.data.sample.shapes import COLUMN_FILES, MoneroCount, brat_ann, monero, type_namer, written_types
-from medtrain.data.sample.spans import conll
+from medtrain.data.sample.shapes import (
+    COLUMN_FILES, SLIPPED_DOCUMENT, MoneroCount, brat_ann, monero, pharmaconer_slips, type_namer, written_types,
+)
+from medtrain.data.sample.spans import Phrase, conll
+from medtrain.data.sample.ud import monero_conllu
 from medtrain.data.sample.vocabulary import LANGUAGES, VOCABULARIES
 from medtrain.data.tokenizer import train_wordpiece
 from medtrain.errors import UserError
@@ -89,41 +92,57 @@ def _write_corpus(path: Path, language: str, domain: str, rng: random.Random, n_
     return CorpusCount(f"{domain}_{language}", n_docs, words)
 
 
-def _write_ner_split(folder: Path, language: str, split: str, rng: random.Random, n_docs: int) -> NerCount:
-    """BRAT files in `folder` and the same documents as `folder`.conll; stale BRAT files are removed."""
+def _write_ner_split(folder: Path, language: str, split: str, rng: random.Random, n_docs: int,
+                     slips: tuple[int, random.Random] | None = None) -> NerCount:
+    """BRAT files in `folder` and the same documents as `folder`.conll; stale BRAT files are removed.
+    `slips` (document index, its generator): that document's .ann gets PharmaCoNER's offset slips, its .conll
+    stays clean."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in sorted([*folder.glob("*.txt"), *folder.glob("*.ann")]):
         stale.unlink()
-    blocks, entities = [], 0
+    blocks, entities, detail = [], 0, ""
     lang, type_name = VOCABULARIES[language], type_namer(language)
     exclude = frozenset() if split == "test" else held_out_terms(lang)
     for i in range(n_docs):
         doc, name = ner_doc(lang, rng, exclude), f"{language}_{split}_{i:04d}"
+        ann = brat_ann(language, doc)
+        if slips is not None and i == slips[0]:
+            ann, slipped = pharmaconer_slips(ann, doc.text, slips[1])
+            detail = f"{name}.ann slips: " + ", ".join(f"{s.t_id} {s.written - s.start:+d}" for s in slipped)
         write_text_atomic(folder / f"{name}.txt", doc.text)
-        write_text_atomic(folder / f"{name}.ann", brat_ann(language, doc))
+        write_text_atomic(folder / f"{name}.ann", ann)
         blocks.append(conll(doc, type_name))
         entities += len(doc.entities)
     write_text_atomic(folder.with_suffix(".conll"), "".join(blocks))
-    return NerCount(language, split, n_docs, entities)
+    return NerCount(language, split, n_docs, entities, detail)
 
 
-def _write_column_file(path: Path, language: str, seed: int, sizes: dict[str, int]) -> NerCount:
+def _write_column_file(path: Path, language: str, seed: int, sizes: dict[str, int]) -> list[NerCount]:
     """One unsplit MoNERo-style file holding a train, dev and test split's documents, in that order and from the
     seeds a BRAT language's splits use: the first three fifths never use the held-out terms and the last fifth
-    does, so those terms are rare in any split `medtrain split` cuts from it."""
+    does, so those terms are rare in any split `medtrain split` cuts from it. The same documents also go to
+    `path`.conllu, as Universal Dependencies publishes MoNERo (ud.py), its empty nodes from a generator of its own."""
     lang, short_rng = VOCABULARIES[language], _rng(seed, "ner", language, path.name, "short lines")
-    blocks, counts = [], []
+    blocks, counts, docs = [], [], []
     for split in SPLITS:
         rng, exclude = _rng(seed, "ner", language, split), frozenset() if split == "test" else held_out_terms(lang)
         for _ in range(sizes[split]):
-            block, count = monero(ner_doc(lang, rng, exclude), short_rng)
+            doc = ner_doc(lang, rng, exclude)
+            block, count = monero(doc, short_rng)
             blocks.append(block)
             counts.append(count)
+            docs.append(doc)
     write_text_atomic(path, "".join(blocks))
     total = MoneroCount(*(sum(column) for column in zip(*counts)))
-    return NerCount(language, path.name, len(counts), total.entities,
-                    f"{total.sentences} sentences, {total.discontinuous} discontinuous, "
-                    f"{total.short_lines} two-column lines")
+    ud_path = path.with_suffix(".conllu")
+    named: list[tuple[str, Phrase]] = [(f"{language}_{i:04d}", doc) for i, doc in enumerate(docs)]
+    text, ud = monero_conllu(named, _rng(seed, "ner", language, ud_path.name, "empty nodes"))
+    write_text_atomic(ud_path, text)
+    return [NerCount(language, path.name, len(counts), total.entities,
+                     f"{total.sentences} sentences, {total.discontinuous} discontinuous, "
+                     f"{total.short_lines} two-column lines"),
+            NerCount(language, ud_path.name, len(counts), total.entities,
+                     f"{ud.sentences} sentences, {ud.multiword_tokens} multiword tokens, {ud.empty_nodes} empty nodes")]
 
 
 def _write_screening_split(path: Path, language: str, split: str, rng: random.Random, n_patients: int,
@@ -208,10 +227,23 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
     About 0.5% of the lines outside entities have two columns only (`token lemma`), like the real file's few
     corrupt lines (read with `short_lines: skip`). The lemma is the token lowercased and POS a placeholder
     (PUNCT, NUM, X). Half of the entity terms occur only in the last fifth of its documents.
+  - `ner/ro/monero.conllu` holds the same documents, sentences, tokens and tags as MoNERo is published in
+    Universal Dependencies (UD_Romanian-SiMoNERo): CoNLL-U with `# newdoc id`, `# sent_id` and `# text` (the
+    sentence as written, which the FORMs and `SpaceAfter=No` rebuild), the tag as `BioNERLabel=B-DISO` inside
+    MISC (no key: O), a few multiword token ranges (`1-3 S-a`, whose words carry the tags) and empty nodes
+    (`5.1`), which are not tokens. Read it with `format: conllu`, `columns: {tag: misc:BioNERLabel}`,
+    `discontinuous: join`. It has none of the TSV's two-column lines. LEMMA, UPOS and the dependency tree are
+    placeholders.
   - `ner/es/<split>/*.txt|*.ann` imitates PharmaCoNER's BRAT: drugs are NORMALIZABLES, or NO_NORMALIZABLES for a
     fixed fifth of the drug terms, each with a `#` AnnotatorNotes line (a made-up SNOMED-like code, `<null>` for
     NO_NORMALIZABLES) and some with an `N` Reference line. Real PharmaCoNER has chemical and protein types only:
     ENFERMEDAD, SINTOMA, PROCEDIMIENTO and ANATOMIA stand in for CANTEMIST/DisTEMIST-style releases.
+    Like the PharmaCoNER 2019 release (five annotations of one document start one or two characters late), one
+    document has slips: in `ner/es/train/es_train_0000.ann` three entity lines give offsets one or two
+    characters late and one gives offsets far from its text, the annotated text itself unchanged (the summary
+    names them). Read it with the default `offset_mismatch: repair`, which moves the three late ones back
+    (their text is within `repair_window`, 8 characters) and skips the far one; `ner/es/train.conll` has the
+    document clean.
   - `ner/nl/<split>/*.txt|*.ann`: BRAT with Dutch types: Aandoening, Symptoom, Medicatie, Verrichting, Anatomie.
   The BRAT files have nested and a few discontinuous entities; `ner/<lang>/<split>.conll` (es, nl) holds the
   same documents in IOB2 with `-DOCSTART-`, discontinuous entities split into fragments and overlaps resolved to
@@ -256,11 +288,14 @@ def _write_corpora(out: Path, seed: int, scale: float, bar: tqdm) -> list[Corpus
 
 
 def _write_ner(out: Path, language: str, seed: int, sizes: dict[str, int]) -> list[NerCount]:
-    """A BRAT language's three splits, or a column language's one file (shapes.COLUMN_FILES)."""
+    """A BRAT language's three splits, or a column language's one file (shapes.COLUMN_FILES) and its CoNLL-U."""
     folder = out / "ner" / language
     if language in COLUMN_FILES:
-        return [_write_column_file(folder / COLUMN_FILES[language], language, seed, sizes)]
-    counts = [_write_ner_split(folder / split, language, split, _rng(seed, "ner", language, split), sizes[split])
+        return _write_column_file(folder / COLUMN_FILES[language], language, seed, sizes)
+    slipped_language, slipped_split, index = SLIPPED_DOCUMENT
+    counts = [_write_ner_split(folder / split, language, split, _rng(seed, "ner", language, split), sizes[split],
+                               (index, _rng(seed, "ner", language, split, "slips"))
+                               if (language, split) == (slipped_language, slipped_split) else None)
               for split in SPLITS]
     write_text_atomic(folder / "annotation.conf", _annotation_conf(language))
     return counts
