@@ -16,7 +16,7 @@ import gc
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def read_columns(path: Path, columns: ColumnFormat) -> NerCorpus:
     else:
         raise UserError("column (CoNLL) file not found", path)
     reader = _ColumnReader(columns)
-    with _gc_paused():
+    with gc_paused():
         documents = [doc for file in files for doc in reader.read(file)]
     if not documents:
         raise UserError("no sentences in this column file" if path.is_file() else "no sentences in these files", path)
@@ -66,7 +66,7 @@ def read_columns(path: Path, columns: ColumnFormat) -> NerCorpus:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Reading makes millions of small objects and no reference cycles: the cyclic collector's passes over them
     would double the time of a large file (measured by benchmarks/ner_data.py)."""
     enabled = gc.isenabled()
@@ -139,33 +139,45 @@ class _ColumnReader:
     def _document(self, doc_id: str, block: list[_ColumnSentence], path: Path) -> NerDocument:
         """Synthetic text and offsets (one space between words, a newline after each sentence), entities from the
         tags under the `discontinuous` policy, then the tags derived from those entities."""
-        join = self.columns.discontinuous == "join"
-        text, words_by_sentence, entities, offset = [], [], [], 0
+        join, source = self.columns.discontinuous == "join", str(path)
+        text, words_by_sentence, gold, offset = [], [], [], 0
         for tokens, tags, lines in block:
-            words, current, last_of_type = [], None, {}
-            for token, tag, lineno in zip(tokens, tags, lines):
+            words = []
+            for token in tokens:
                 end = offset + len(token)
                 words.append(Word(token, offset, end))
-                if tag == "O":
-                    current = None
-                elif tag[0] == "I" and current is not None and current[0] == tag[2:]:
-                    current[1][-1] = (current[1][-1][0], end)
-                else:
-                    if tag[0] == "I":
-                        self.bare_inside += 1
-                    if tag[0] == "I" and join and tag[2:] in last_of_type:
-                        current = last_of_type[tag[2:]]
-                        current[1].append((offset, end))
-                    else:
-                        current = (tag[2:], [(offset, end)], lineno)
-                        last_of_type[tag[2:]] = current
-                        entities.append(current)
                 offset = end + 1
+            entities, bare = sentence_entities(words, tags, lines, source, join)
+            gold.extend(entities)
+            self.bare_inside += bare
             text.append(" ".join(tokens) + "\n")
             words_by_sentence.append(words)
-        source = str(path)
-        gold = [Entity(t, tuple(fragments), (source, lineno)) for t, fragments, lineno in entities]
         tags_by_sentence = sentence_tags(words_by_sentence, gold)
         sentences = [Sentence(doc_id, words, tags) for words, tags in zip(words_by_sentence, tags_by_sentence)]
         return NerDocument(doc_id, "".join(text), sentences, gold)
 
+
+def sentence_entities(words: Sequence[Word], tags: Sequence[str], lines: Sequence[int], source: str,
+                      join: bool) -> tuple[list[Entity], int]:
+    """One sentence's entities from its IOB2 tags, and how many of its I- tags were bare (did not continue an
+    entity). A bare I-X starts a new entity, or under `join` (MoNERo's discontinuous entities) becomes a further
+    fragment of the sentence's latest X entity. Shared with the CoNLL-U reader, so both formats read alike; each
+    entity remembers (source, line of its first tag)."""
+    drafts: list[tuple[str, list[tuple[int, int]], int]] = []  # type, fragments so far, line
+    current, last_of_type, bare = None, {}, 0
+    for word, tag, lineno in zip(words, tags, lines):
+        if tag == "O":
+            current = None
+        elif tag[0] == "I" and current is not None and current[0] == tag[2:]:
+            current[1][-1] = (current[1][-1][0], word.end)
+        else:
+            if tag[0] == "I":
+                bare += 1
+            if tag[0] == "I" and join and tag[2:] in last_of_type:
+                current = last_of_type[tag[2:]]
+                current[1].append((word.start, word.end))
+            else:
+                current = (tag[2:], [(word.start, word.end)], lineno)
+                last_of_type[tag[2:]] = current
+                drafts.append(current)
+    return [Entity(t, tuple(fragments), (source, lineno)) for t, fragments, lineno in drafts], bare
