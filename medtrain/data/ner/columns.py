@@ -34,24 +34,32 @@ _SPLITTERS: dict[str | None, Callable[[str], list[str]]] = {
 }
 
 
-def read_columns(path: Path, columns: ColumnFormat) -> NerCorpus:
-    """Every column file (one, or a folder's in name order) into documents; counts logged and returned."""
+def read_files(path: Path, kind: str, read: Callable[[Path], list[NerDocument]]) -> list[NerDocument]:
+    """The documents of one file, or of a folder's files in name order (`kind` names them in errors: "column",
+    "CoNLL-U"); every document id must be unique over the files."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
-            raise UserError("no column files in this folder", path)
+            raise UserError(f"no {kind} files in this folder", path)
     elif path.is_file():
         files = [path]
     else:
-        raise UserError("column (CoNLL) file not found", path)
-    reader = _ColumnReader(columns)
+        raise UserError(f"{kind} file not found", path)
     with gc_paused():
-        documents = [doc for file in files for doc in reader.read(file)]
+        documents = [doc for file in files for doc in read(file)]
     if not documents:
-        raise UserError("no sentences in this column file" if path.is_file() else "no sentences in these files", path)
+        raise UserError(f"no sentences in this {kind} file" if path.is_file() else "no sentences in these files",
+                        path)
     ids = Counter(doc.doc_id for doc in documents)
     if len(ids) < len(documents):
         raise UserError(f"two files give the document id {ids.most_common(1)[0][0]}; rename one", path)
+    return documents
+
+
+def read_columns(path: Path, columns: ColumnFormat) -> NerCorpus:
+    """Every column file (one, or a folder's in name order) into documents; counts logged and returned."""
+    reader = _ColumnReader(columns)
+    documents = read_files(path, "column", reader.read)
     if reader.skipped:
         log.warning("%s: %d lines with fewer than %d columns skipped (short_lines: skip)", path, reader.skipped,
                     columns.min_columns())

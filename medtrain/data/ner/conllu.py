@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from conllu.exceptions import ParseException
 from conllu.parser import parse_comment_line, parse_dict_value, parse_id_value
 
-from medtrain.data.ner.columns import TAG, gc_paused, sentence_entities
+from medtrain.data.ner.columns import TAG, read_files, sentence_entities
 from medtrain.data.ner.entities import NerCorpus, NerDocument, Sentence, Word, decoded_lines, sentence_tags
 from medtrain.data.ner_format import CONLLU_FIELDS, ColumnFormat, conllu_tag_place
 from medtrain.errors import UserError
@@ -69,22 +68,8 @@ class _Words:
 
 def read_conllu(path: Path, columns: ColumnFormat) -> NerCorpus:
     """Every CoNLL-U file (one, or a folder's in name order) into documents; counts logged and returned."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise UserError("no CoNLL-U files in this folder", path)
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError("CoNLL-U file not found", path)
     reader = _ConlluReader(columns, path)
-    with gc_paused():
-        documents = [doc for file in files for doc in reader.read(file)]
-    if not documents:
-        raise UserError("no sentences in this CoNLL-U file" if path.is_file() else "no sentences in these files", path)
-    ids = Counter(doc.doc_id for doc in documents)
-    if len(ids) < len(documents):
-        raise UserError(f"two files give the document id {ids.most_common(1)[0][0]}; rename one", path)
+    documents = read_files(path, "CoNLL-U", reader.read)
     return NerCorpus(documents, reader.skipped, reader.bare_inside)
 
 
