@@ -56,8 +56,12 @@ def run_status(run: Run, record: dict[str, Any] | None, jobs: dict[str, SlurmJob
         return RunStatus(run, state, job_id, "; ".join(notes))
     reason = failure_reason(log_folder, job_id, job) or \
         f"ended without {RESULTS}; see {job_log_paths(log_folder, job_id)[1]}"
-    if reason.endswith("DUE TO JOB REQUEUE"):  # between its requeue and reappearing as PENDING in squeue
-        return RunStatus(run, REQUEUED, job_id, "being requeued")
+    if reason.endswith("DUE TO JOB REQUEUE"):
+        if job is None:  # between its requeue and reappearing as PENDING in squeue
+            return RunStatus(run, REQUEUED, job_id, "being requeued")
+        # the requeue's log line is stale: the restart itself ended, without a line of its own
+        reason = f"restarted after a requeue, then ended in SLURM state {job.state}; see " \
+                 f"{job_log_paths(log_folder, job_id)[1]}"
     return RunStatus(run, FAILED, job_id, reason)
 
 

@@ -92,8 +92,13 @@ def start_requeued_now(statuses: list[RunStatus]) -> None:
 
 
 def set_time_limit(job_id: str, minutes: int) -> None:
+    """Fails unless squeue then shows the new limit (an update that SLURM took but did not keep would otherwise
+    surface minutes later as a restart killed by the old limit)."""
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"], check=True,
                    capture_output=True, timeout=60)
+    shown = subprocess.run(["squeue", "-h", "-j", job_id, "-O", "TimeLimit"], check=True, capture_output=True,
+                           text=True, timeout=60).stdout.strip()
+    assert shown == f"{minutes}:00", f"job {job_id}: TimeLimit={minutes} set, squeue shows {shown!r}"
 
 
 def wait_for(grid: Grid, done: Callable[[list[RunStatus]], bool], what: str) -> list[RunStatus]:
@@ -257,7 +262,9 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
         [seen] = wait_for(requeued, lambda st: st[0].state == REQUEUED, "show the run as requeued")
         assert seen.detail.startswith("restarted 1x")
         start_requeued_now([seen])
-        [timed_out] = wait_for(limited, lambda st: st[0].detail.startswith("restarted"), "requeue at its limit")
+        # pending again (BeginTime), not still completing its first run, so the raised limit is the restart's
+        [timed_out] = wait_for(limited, lambda st: st[0].state == REQUEUED and "BeginTime" in st[0].detail,
+                               "requeue at its limit")
         set_time_limit(limited_job, minutes=10)
         start_requeued_now([timed_out])
         for grid in grids:

@@ -249,6 +249,14 @@ def test_run_states_without_accounting(tmp_path: Path) -> None:
     (logs / "7_1_0_log.err").write_text("srun: ...\nslurmstepd: error: *** JOB 9 ON node1 CANCELLED AT "
                                         "2026-01-01T10:00:00 DUE TO TIME LIMIT ***\n")
     assert run_status(run, record, {}, logs).detail == "CANCELLED AT 2026-01-01T10:00:00 DUE TO TIME LIMIT"
+    (logs / "7_1_0_log.err").write_text("slurmstepd: error: *** JOB 9 ON node1 CANCELLED AT 2026-01-01T10:00:00 "
+                                        "DUE TO JOB REQUEUE ***\n")
+    between = run_status(run, record, {}, logs)  # requeued, not yet back in squeue
+    assert (between.state, between.detail) == (REQUEUED, "being requeued")
+    # back and ended again without a line of its own: a failure, not a requeue forever
+    again = run_status(run, record, {"7_1": SlurmJob("FAILED", 1, "NonZeroExitCode")}, logs)
+    assert again.state == FAILED and again.detail.startswith("restarted after a requeue, then ended in SLURM "
+                                                             "state FAILED; see ")
     write_result_pickle(logs, "7_1", ("error", "Traceback (most recent call last):\n  ...\n"
                                                "medtrain.errors.UserError: /d/x: data.dev.es: folder not found\n"))
     failed = run_status(run, record, {"7_1": SlurmJob("FAILED", 0, "NonZeroExitCode")}, logs)
