@@ -60,17 +60,26 @@ class Document:
     domain: str
     path: str
     line: int
+    fields: tuple[str, ...] = ()
+    """The values of the record fields the reader was asked for (`exclude.by`) that this record has."""
 
 
 class CorpusReader:
-    """Iterates the documents of one corpus; `skipped` counts documents dropped for undecodable bytes."""
+    """Iterates the documents of one corpus; `skipped` counts documents dropped for undecodable bytes.
 
-    def __init__(self, corpus: CorpusConfig, path: Path, on_decode_error: Literal["fail", "skip"] = "fail"):
+    `fields`: record fields (jsonl keys, parquet and saved columns) whose values each document carries, e.g.
+    patient_id for `exclude.by`; a record without one simply lacks that value."""
+
+    def __init__(self, corpus: CorpusConfig, path: Path, on_decode_error: Literal["fail", "skip"] = "fail",
+                 fields: tuple[str, ...] = ()):
         self.corpus = corpus
         self.path = path
         self.on_decode_error = on_decode_error
         self.format = ""
         self.skipped = 0
+        self.wanted = fields
+        self.fields: tuple[str, ...] = ()
+        """The wanted fields this corpus has (set by check())."""
 
     def check(self) -> None:
         """Fail early on a missing or empty input, before any tokenizing."""
@@ -86,6 +95,38 @@ class CorpusReader:
                             self.path)
         elif self.path.stat().st_size == 0:
             raise UserError(f"corpus {self.corpus.name!r}: file is empty", self.path)
+        self.fields = tuple(f for f in self.wanted if f in self._field_names())
+
+    def has_field(self, name: str) -> bool:
+        """Whether this corpus's records have the field (jsonl: its first record; parquet, saved: a column)."""
+        return name in self.fields
+
+    def _field_names(self) -> set[str]:
+        if self.format == "jsonl":
+            for line, _ in self._lines():
+                if line is not None and line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        return set()  # reading will name the line
+                    return set(record) if isinstance(record, dict) else set()
+            return set()
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                return set(pq.read_schema(self.path).names)
+            except OSError:
+                return set()
+        if self.format == "saved":
+            import datasets
+
+            try:
+                dataset = datasets.load_from_disk(str(self.path))
+            except (FileNotFoundError, ValueError):
+                return set()
+            return set(dataset.column_names) if isinstance(dataset, datasets.Dataset) else set()
+        return set()
 
     def __iter__(self) -> Iterator[Document]:
         self.check()
@@ -93,10 +134,11 @@ class CorpusReader:
         read = {"txt": self._txt, "jsonl": self._jsonl, "parquet": self._parquet, "saved": self._saved}
         c, where = self.corpus, str(self.path)
         count = 0
-        for text, line in read[self.format]():
+        for text, line, *values in read[self.format]():
             if text.strip():
                 count += 1
-                yield Document(text, c.name, c.language, c.domain, where, line)
+                yield Document(text, c.name, c.language, c.domain, where, line,
+                               tuple(str(v) for v in values[0] if v is not None) if values else ())
         if count == 0:
             reason = f"all {self.skipped} documents had undecodable bytes" if self.skipped else "only blank text"
             raise UserError(f"corpus {c.name!r}: no documents ({reason})", self.path)
@@ -175,7 +217,10 @@ class CorpusReader:
                                     "on_decode_error: skip to drop such documents", self.path, number)
                 self.skipped += 1
                 continue
-            yield text, number
+            if self.fields:
+                yield text, number, tuple(record.get(f) for f in self.fields)
+            else:
+                yield text, number
 
     # ------------------------------------------------------------------ Arrow-based formats
 
@@ -186,8 +231,8 @@ class CorpusReader:
         try:
             file = pq.ParquetFile(self.path)
             self._check_column(file.schema_arrow)
-            batches = file.iter_batches(batch_size=_ARROW_BATCH, columns=[self.corpus.text_field])
-            yield from self._records(batch.column(0) for batch in batches)
+            batches = file.iter_batches(batch_size=_ARROW_BATCH, columns=[self.corpus.text_field, *self.fields])
+            yield from self._records(batches)
         except (pa.ArrowException, OSError) as exc:
             raise UserError(f"cannot read as parquet ({exc.__class__.__name__})", self.path) from None
 
@@ -202,8 +247,8 @@ class CorpusReader:
             raise UserError(f"holds several splits ({', '.join(dataset)}); point path at one of them, "
                             f"e.g. {self.path / next(iter(dataset))}", self.path)
         self._check_column(dataset.data.schema)
-        table = dataset.select_columns([self.corpus.text_field]).with_format("arrow")
-        yield from self._records(t.column(0) for t in table.iter(batch_size=_ARROW_BATCH))
+        table = dataset.select_columns([self.corpus.text_field, *self.fields]).with_format("arrow")
+        yield from self._records(table.iter(batch_size=_ARROW_BATCH))
 
     def _check_column(self, schema: Any) -> None:
         import pyarrow as pa
@@ -215,18 +260,22 @@ class CorpusReader:
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise UserError(f"column {field!r} holds {kind}, not strings", self.path)
 
-    def _records(self, columns: Iterator[Any]) -> Iterator[tuple[str, int]]:
+    def _records(self, batches: Iterator[Any]) -> Iterator[tuple[Any, ...]]:
+        """(text, record number) per record of Arrow batches whose first column is the text; with `fields`,
+        also the tuple of the other columns' values."""
         number = 0
-        for column in columns:
+        for batch in batches:
+            column = batch.column(0)
+            values = list(zip(*(batch.column(i).to_pylist() for i in range(1, len(self.fields) + 1))))
             try:
                 texts = column.to_pylist()
             except UnicodeDecodeError:  # Arrow does not validate UTF-8 on read; find the record
                 texts = [self._decode_record(column, i, number + i + 1) for i in range(len(column))]
-            for text in texts:
+            for i, text in enumerate(texts):
                 number += 1
                 if text is None:
                     raise UserError(f"record {number}: {self.corpus.text_field!r} is null", self.path)
-                yield text, number
+                yield (text, number, values[i]) if self.fields else (text, number)
 
     def _decode_record(self, column: Any, index: int, number: int) -> str | None:
         """One record's text; an undecodable one fails, or is skipped as a blank document."""

@@ -40,16 +40,21 @@ from tqdm import tqdm
 
 from medtrain.config import config_to_dict, save_resolved
 from medtrain.data.corpus import CorpusConfig, CorpusReader, Document
+from medtrain.data.exclude_config import ExcludeConfig, exclusion_identity
 from medtrain.data.shards import (FORMAT_VERSION, MANIFEST, CorpusInfo, Manifest, ShardInfo, dtype_for_vocab,
                                   read_manifest, write_manifest, write_shard)
 from medtrain.errors import UserError
-from medtrain.io import pid_alive
+from medtrain.io import pid_alive, sha256_file
 
 SEQ_LEN_RANGE = (8, 65536)
 _OWN_ENTRIES = {MANIFEST, "config.yaml", "train", "validation"}  # what a finished output_dir holds
 # Fields that do not change the shard bytes (the tokenizer's fingerprint stands in for its path).
 _RUN_ONLY_FIELDS = ("output_dir", "tokenizer", "num_workers", "batch_size", "overwrite")
-Encode = Callable[[Iterable[list[str]]], Iterator[tuple[np.ndarray, np.ndarray]]]
+Batch = tuple[list[str], list[tuple[str, ...]] | None]
+"""Documents' texts, and the values of their `exclude.by` fields when a patient rule applies."""
+Encoded = tuple[np.ndarray, np.ndarray, Any]
+"""Flat token ids, tokens per document, and the exclusion rule's `BatchMatch` (None without exclude)."""
+Encode = Callable[[Iterable[Batch]], Iterator[Encoded]]
 
 
 @dataclasses.dataclass
@@ -71,6 +76,9 @@ class PrepareConfig:
     batch_size: int = 1000  # documents per tokenizer call; more is faster, up to memory
     on_decode_error: Literal["fail", "skip"] = "fail"  # undecodable bytes: stop, or drop that document
     overwrite: bool = False  # replace an output_dir that holds shards from a different config or tokenizer
+    # Evaluation text to keep out: drop each document holding most of an evaluation document's word n-grams,
+    # or naming one of its patients (medtrain.data.exclude_config); recorded in manifest.json
+    exclude: ExcludeConfig | None = None
 
     def __post_init__(self) -> None:
         low, high = SEQ_LEN_RANGE
@@ -93,17 +101,24 @@ class PrepareConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def corpus_path(self, corpus: CorpusConfig) -> Path:
-        return corpus.path if self.data_root is None else self.data_root / corpus.path
+        return self.resolve(corpus.path)
+
+    def resolve(self, path: Path) -> Path:
+        """A corpus or exclude path, against data_root."""
+        return path if self.data_root is None else self.data_root / path
 
 
 TOKENIZER_DIR = "tokenizer"
 
 
-def prepare(cfg: PrepareConfig) -> Manifest:
-    """Tokenize and pack every corpus into `cfg.output_dir`; returns its manifest."""
-    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error) for c in cfg.corpora]
+def prepare(cfg: PrepareConfig, config_file: Path | None = None) -> Manifest:
+    """Tokenize and pack every corpus into `cfg.output_dir`; returns its manifest. `config_file` is named by the
+    errors of the exclude section."""
+    fields = tuple(cfg.exclude.by) if cfg.exclude else ()
+    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error, fields) for c in cfg.corpora]
     for reader in readers:
         reader.check()  # a typo in a path should not cost a tokenizer load
+    tally = _exclusion(cfg, readers, config_file)
     from medtrain.data.tokenizer import fingerprint, load_tokenizer  # transformers: heavy, and workers skip it
 
     tokenizer = load_tokenizer(cfg.tokenizer)
@@ -111,7 +126,7 @@ def prepare(cfg: PrepareConfig) -> Manifest:
     vocab_size = len(tokenizer)
     dtype = dtype_for_vocab(vocab_size)
     out = cfg.output_dir
-    if _already_done(cfg, out, tokenizer_fp):
+    if _already_done(cfg, out, tokenizer_fp, tally.identity() if tally else None):
         print(f"{out} already holds shards for this config and tokenizer; nothing to do")
         return read_manifest(out)
 
@@ -121,21 +136,69 @@ def prepare(cfg: PrepareConfig) -> Manifest:
     tmp = out.with_name(f"{out.name}.tmp-{_HOST}-{os.getpid()}")
     try:
         tmp.mkdir(parents=True)
-        with _EncoderPool(cfg, encoder_args) as encode:
-            packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids) for reader in readers]
+        with _EncoderPool(cfg, encoder_args, tally.index if tally else None) as encode:
+            packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids, tally) for reader in readers]
+        tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))  # shards travel with their tokenizer
+        save_resolved(cfg, tmp)
+        written = sorted(p for p in [*(tmp / TOKENIZER_DIR).rglob("*"), tmp / "config.yaml"] if p.is_file())
         manifest = Manifest(
             format_version=FORMAT_VERSION, seq_len=cfg.seq_len, dtype=dtype.str, vocab_size=vocab_size,
             tokenizer=TOKENIZER_DIR, tokenizer_fingerprint=tokenizer_fp, special_ids=special_ids,
             corpora=[info for info, _ in packed], shards=[s for _, shards in packed for s in shards],
+            files={p.relative_to(tmp).as_posix(): sha256_file(p) for p in written},
+            exclusion=tally.manifest_entry() if tally else None,
         )
-        tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))  # shards travel with their tokenizer
-        save_resolved(cfg, tmp)
         write_manifest(tmp, manifest)  # last: from here the folder is complete
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def measure_overlap(cfg: PrepareConfig, config_file: Path | None = None) -> dict[str, Any]:
+    """`medtrain overlap`: what `exclude` would drop from each corpus, and how much of each evaluation source's
+    n-grams each raw corpus holds, without writing anything. Returns the manifest's `exclusion` entry."""
+    if cfg.exclude is None:
+        raise UserError("overlap measures the exclude section, and this config has none: add exclude: {sources: "
+                        "[...]} (the evaluation data)", config_file)
+    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error, tuple(cfg.exclude.by)) for c in cfg.corpora]
+    for reader in readers:
+        reader.check()
+    tally = _exclusion(cfg, readers, config_file)
+    from medtrain.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer)  # token counts, as prepare reports them
+    encoder_args = (tokenizer.backend_tokenizer.to_str(), dtype_for_vocab(len(tokenizer)).str)
+    with _EncoderPool(cfg, encoder_args, tally.index) as encode:
+        for reader in readers:
+            name = reader.corpus.name
+            with tqdm(desc=name, unit="doc", disable=None, file=sys.stderr) as bar:
+                for _, lengths, match in encode(_batches(reader, cfg.batch_size, bool(reader.fields))):
+                    tally.add(name, match, lengths)
+                    bar.update(len(lengths))
+            tally.end_corpus(name)
+            print(tally.summary(name))
+    return tally.manifest_entry()
+
+
+def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Path | None) -> Any:
+    """The evaluation sources read and indexed (an `ExclusionTally`), or None without exclude; every problem
+    with them is a UserError naming the config file and key, before anything is written."""
+    if cfg.exclude is None:
+        return None
+    from medtrain.data.decontaminate import EvaluationIndex, ExclusionTally, read_source
+
+    try:
+        for field in cfg.exclude.by:
+            if not any(reader.has_field(field) for reader in readers):
+                raise UserError(f"exclude.by: no corpus has a field {field!r} (the fields are read from jsonl, "
+                                "parquet and saved records; txt corpora have none)")
+        sources = [read_source(source, cfg.resolve(source.path), f"exclude.sources.{i}")
+                   for i, source in enumerate(cfg.exclude.sources)]
+    except UserError as exc:
+        raise UserError(exc.format(), config_file) from None
+    return ExclusionTally(EvaluationIndex.build(cfg.exclude, sources), sources, cfg.exclude)
 
 
 # ----------------------------------------------------------------------------- tokenizing
@@ -148,43 +211,49 @@ class _Encoder:
     `split_special_tokens=True` does, so a document cannot forge sequence boundaries.
     """
 
-    def __init__(self, tokenizer_json: str, dtype: str):
+    def __init__(self, tokenizer_json: str, dtype: str, index: Any = None):
         self.backend = Tokenizer.from_str(tokenizer_json)
         self.backend.encode_special_tokens = True
         self.backend.no_truncation()
         self.backend.no_padding()
         self.dtype = np.dtype(dtype)
+        self.index = index  # an EvaluationIndex: the exclusion rule runs here too, beside the tokenizer
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, batch: Batch) -> Encoded:
+        texts, patients = batch
         encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
         id_lists = [e.ids for e in encodings]
         lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
         ids = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=self.dtype, count=int(lengths.sum()))
-        return ids, lengths
+        if self.index is None:
+            return ids, lengths, None
+        from medtrain.data.decontaminate import match_batch
+
+        return ids, lengths, match_batch(self.index, texts, patients)
 
 
 _worker_encoder: _Encoder | None = None
 
 
-def _start_worker(tokenizer_json: str, dtype: str) -> None:
+def _start_worker(tokenizer_json: str, dtype: str, index: Any) -> None:
     """Pool initializer: each worker builds its tokenizer once; the pool already uses every core."""
     global _worker_encoder
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it shuts the pool down
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _worker_encoder = _Encoder(tokenizer_json, dtype)
+    _worker_encoder = _Encoder(tokenizer_json, dtype, index)
 
 
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_in_worker(batch: Batch) -> Encoded:
     assert _worker_encoder is not None, "worker started without _start_worker"
-    return _worker_encoder(texts)
+    return _worker_encoder(batch)
 
 
 class _EncoderPool:
     """Context manager giving `encode(batches) -> results in order`, in worker processes or in this one."""
 
-    def __init__(self, cfg: PrepareConfig, encoder_args: tuple[str, str]):
+    def __init__(self, cfg: PrepareConfig, encoder_args: tuple[str, str], index: Any):
         self.workers = _available_cpus() if cfg.num_workers is None else cfg.num_workers
-        self.encoder_args = encoder_args
+        self.encoder_args = (*encoder_args, index)
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Encode:
@@ -195,7 +264,7 @@ class _EncoderPool:
             self.workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=self.encoder_args)
         return self._ordered
 
-    def _ordered(self, batches: Iterable[list[str]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _ordered(self, batches: Iterable[Batch]) -> Iterator[Encoded]:
         """Like Pool.imap, but reads ahead at most two batches per worker, so memory stays flat."""
         assert self.pool is not None
         pending: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
@@ -219,18 +288,20 @@ def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _batched_texts(documents: Iterable[Document], size: int) -> Iterator[list[str]]:
-    """Lists of `size` document texts (the last one shorter)."""
+def _batches(documents: Iterable[Document], size: int, with_fields: bool) -> Iterator[Batch]:
+    """Batches of `size` documents (the last one shorter): their texts, and their `exclude.by` values if asked."""
     iterator = iter(documents)
-    while batch := [d.text for d in itertools.islice(iterator, size)]:
-        yield batch
+    while batch := list(itertools.islice(iterator, size)):
+        yield [d.text for d in batch], [d.fields for d in batch] if with_fields else None
 
 
 # ----------------------------------------------------------------------------- packing
 
 
 def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: Path, dtype: np.dtype,
-                 special_ids: dict[str, int]) -> tuple[CorpusInfo, list[ShardInfo]]:
+                 special_ids: dict[str, int], tally: Any) -> tuple[CorpusInfo, list[ShardInfo]]:
+    """Pack one corpus; with an exclusion `tally`, the documents its rule drops never reach a packer, and the
+    held-out split is decided over the documents kept (the same split as for a corpus without them)."""
     corpus = reader.corpus
     rows = max(1, int(cfg.shard_size_mb * (1 << 20)) // (cfg.seq_len * dtype.itemsize))
     packers = {split: _Packer(out, corpus.name, split, cfg.seq_len, special_ids, dtype, rows, cfg.tail)
@@ -238,12 +309,16 @@ def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: 
     key = _split_key(cfg.seed, corpus.name)
     first = 0  # index of the batch's first document in the corpus
     with tqdm(desc=corpus.name, unit="doc", disable=None, file=sys.stderr) as bar:  # off when not a terminal
-        for ids, lengths in encode(_batched_texts(reader, cfg.batch_size)):
+        for ids, lengths, match in encode(_batches(reader, cfg.batch_size, bool(reader.fields))):
+            bar.update(len(lengths))
+            if match is not None:
+                tally.add(corpus.name, match, lengths)
+                kept = match.source < 0
+                ids, lengths = ids[np.repeat(kept, lengths)], lengths[kept]
             held_out = _held_out(key, first, len(lengths), cfg.validation_fraction)
             first += len(lengths)
             packers["train"].add(ids, lengths, ~held_out)
             packers["validation"].add(ids, lengths, held_out)
-            bar.update(len(lengths))
     if reader.skipped:
         print(f"warning: corpus {corpus.name!r}: skipped {reader.skipped} documents with undecodable bytes "
               f"({reader.path})", file=sys.stderr)
@@ -251,6 +326,9 @@ def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: 
     shards = train.finish() + validation.finish()
     print(f"{corpus.name}: {train.documents} documents, {train.tokens} tokens -> {train.sequences} train "
           f"sequences; {validation.documents} documents -> {validation.sequences} validation sequences")
+    if tally is not None:
+        tally.end_corpus(corpus.name)
+        print(tally.summary(corpus.name))
     info = CorpusInfo(name=corpus.name, language=corpus.language, domain=corpus.domain, weight=corpus.weight,
                       documents=train.documents, tokens=train.tokens, sequences=train.sequences,
                       validation_sequences=validation.sequences)
@@ -349,7 +427,7 @@ def _signature(config: dict[str, Any], tokenizer_fp: str) -> dict[str, Any]:
     return {**{k: v for k, v in config.items() if k not in _RUN_ONLY_FIELDS}, "tokenizer_fingerprint": tokenizer_fp}
 
 
-def _already_done(cfg: PrepareConfig, out: Path, tokenizer_fp: str) -> bool:
+def _already_done(cfg: PrepareConfig, out: Path, tokenizer_fp: str, exclusion: dict[str, Any] | None) -> bool:
     """True if `out` is complete for this config; a UserError if it holds anything else we may not replace."""
     if not out.exists():
         return False
@@ -363,15 +441,16 @@ def _already_done(cfg: PrepareConfig, out: Path, tokenizer_fp: str) -> bool:
         return False  # an interrupted replacement: ours to redo
     try:
         stored = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        same = _signature(stored, read_manifest(out).tokenizer_fingerprint) == \
-            _signature(config_to_dict(cfg), tokenizer_fp)
+        manifest = read_manifest(out)
+        same = _signature(stored, manifest.tokenizer_fingerprint) == _signature(config_to_dict(cfg), tokenizer_fp) \
+            and exclusion_identity(manifest.exclusion) == exclusion  # the sources' bytes, not only their paths
     except (OSError, yaml.YAMLError, UserError, AttributeError, TypeError):
         same = False
     if same:
         return True
     if not cfg.overwrite:
-        raise UserError("output_dir holds shards from a different config or tokenizer; set overwrite=true to "
-                        "replace them, or choose another output_dir", out)
+        raise UserError("output_dir holds shards from a different config, tokenizer or exclude sources; set "
+                        "overwrite=true to replace them, or choose another output_dir", out)
     return False
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from medtrain.data.exclude_config import exclusion_identity
 from medtrain.errors import UserError
 from medtrain.io import atomic_open, sha256_file, write_json_atomic
 
@@ -75,6 +76,11 @@ class Manifest:
     special_ids: dict[str, int]
     corpora: list[CorpusInfo]
     shards: list[ShardInfo]
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    """sha256 of every other file prepare wrote (the tokenizer copy, config.yaml), by path in the shard dir."""
+    exclusion: dict[str, Any] | None = None
+    """What `exclude` kept out: the rule, the evaluation sources (path, sha256), the documents and tokens dropped
+    per corpus and source, and each corpus's raw coverage of each source's n-grams (medtrain.data.decontaminate)."""
 
     def tokenizer_dir(self, shard_dir: str | Path) -> Path:
         """The tokenizer the shards were made with (a copy inside the shard dir)."""
@@ -94,6 +100,8 @@ class Manifest:
         digest = hashlib.sha256(f"{self.seq_len}:{self.dtype}".encode())
         for shard in self.shards:
             digest.update(f"{shard.path}:{shard.sha256}".encode())
+        if self.exclusion is not None:  # what was kept out is part of what the stream reads
+            digest.update(json.dumps(exclusion_identity(self.exclusion), sort_keys=True).encode())
         return digest.hexdigest()[:16]
 
 
@@ -144,7 +152,8 @@ def open_shard(shard_dir: str | Path, manifest: Manifest, shard: ShardInfo) -> n
 
 
 def verify(shard_dir: str | Path) -> Manifest:
-    """Check every shard's size and sha256 against the manifest; the first bad one is a UserError."""
+    """Check every shard's size and sha256, and every other file prepare wrote (the tokenizer copy pretraining
+    loads, config.yaml), against the manifest; the first bad one is a UserError."""
     manifest = read_manifest(shard_dir)
     expected_row = manifest.seq_len * manifest.np_dtype.itemsize
     for shard in manifest.shards:
@@ -156,4 +165,10 @@ def verify(shard_dir: str | Path) -> Manifest:
             raise UserError(f"shard is {size} bytes, expected {shard.sequences * expected_row}: truncated", path)
         if sha256_file(path) != shard.sha256:
             raise UserError("shard checksum does not match manifest.json: the file is corrupted", path)
+    for relpath, checksum in manifest.files.items():
+        path = Path(shard_dir) / relpath
+        if not path.is_file():
+            raise UserError("file listed in manifest.json is missing", path)
+        if sha256_file(path) != checksum:
+            raise UserError("checksum does not match manifest.json: the file is corrupted or was edited", path)
     return manifest
