@@ -23,7 +23,7 @@ OVERRIDES_HELP = "dotted overrides of config keys, e.g. seq_len=256 corpora.0.we
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from medtrain.data.sample import write_sample_data
 
-    summary = write_sample_data(Path(args.out), seed=args.seed, scale=args.scale)
+    summary = write_sample_data(Path(args.out), seed=args.seed, scale=args.scale, contaminate=not args.clean)
     print(summary)
     return 0
 
@@ -37,6 +37,26 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_overlap(args: argparse.Namespace) -> int:
+    from medtrain.config import load_config, resolve_config_path
+    from medtrain.data.pack import PrepareConfig, measure_overlap
+    from medtrain.io import write_json_atomic
+
+    source = resolve_config_path(args.config)
+    cfg = load_config(PrepareConfig, args.config, args.overrides)
+    exclusion = measure_overlap(cfg, source)
+    names = [s["name"] for s in exclusion["sources"]]
+    print("\nshare of each evaluation source's n-grams found in each raw corpus:")
+    width = max(len(c) for c in exclusion["raw_coverage"])
+    print(" " * width + "  " + "  ".join(names))
+    for corpus, shares in exclusion["raw_coverage"].items():
+        print(corpus.ljust(width) + "  " + "  ".join(f"{shares[n]:.1%}".rjust(len(n)) for n in names))
+    if args.json:
+        write_json_atomic(args.json, exclusion)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from medtrain.data import shards
 
@@ -44,14 +64,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         manifest = shards.verify(args.target)
         total = sum(s.sequences for s in manifest.shards)
         print(f"ok: {len(manifest.shards)} shards, {total} sequences of {manifest.seq_len} tokens, "
-              f"all checksums match ({args.target})")
+              f"{len(manifest.files)} other files, all checksums match ({args.target})")
         return 0
 
-    from medtrain.config import load_config
+    from medtrain.config import load_config, resolve_config_path
     from medtrain.data.pack import PrepareConfig, prepare
 
     cfg = load_config(PrepareConfig, args.target, args.overrides)
-    manifest = prepare(cfg)
+    manifest = prepare(cfg, resolve_config_path(args.target))
     total = sum(s.sequences for s in manifest.shards)
     print(f"{cfg.output_dir}: {len(manifest.shards)} shards, {total} sequences of {manifest.seq_len} tokens "
           f"(manifest.json)")
@@ -182,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="size multiplier: 1.0 runs in seconds (tests); 20 or more gives a benchmark corpus")
+    p.add_argument("--clean", action="store_true",
+                   help="plant no test documents or test patients' notes in the clinical corpora and write no "
+                        "contamination.json (default: plant a few of each kind, for prepare's exclude: section)")
     p.set_defaults(func=_cmd_sample_data)
 
     p = sub.add_parser(
@@ -215,14 +238,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "prepare", help="tokenize corpora once into packed, checksummed token shards",
         description="Tokenize the corpora named in CONFIG, pack them into fixed-length sequences with no "
-                    "padding, and write shards plus manifest.json. With --verify DIR, check every shard's "
-                    "size and sha256 against its manifest instead.",
+                    "padding, and write shards plus manifest.json. With an exclude section, documents that hold "
+                    "most of an evaluation document's word n-grams (or name one of its patients) are dropped, "
+                    "and manifest.json says what went. With --verify DIR, check every shard's size and sha256, "
+                    "and every other file prepare wrote (the tokenizer copy, config.yaml), against its manifest "
+                    "instead.",
     )
     p.add_argument("target", metavar="CONFIG|DIR", help="prepare config (YAML or packaged recipe name); "
                                                         "with --verify, a shard directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     p.add_argument("--verify", action="store_true", help="verify an existing shard directory")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser(
+        "overlap", help="how much evaluation text the corpora of a prepare config hold, writing no shards",
+        description="Apply the exclude section of a prepare CONFIG to its corpora without writing shards: per "
+                    "corpus, the documents and tokens prepare would drop and for which evaluation source, and the "
+                    "share of each evaluation source's word n-grams that each raw corpus holds (what would leak).",
+    )
+    p.add_argument("config", metavar="CONFIG", help="prepare config with an exclude section")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the measurement (manifest.json's "
+                                                            "exclusion entry) to OUT")
+    p.set_defaults(func=_cmd_overlap)
 
     p = sub.add_parser(
         "pretrain", help="further-pretrain a BERT (masked LM) with DeepSpeed ZeRO on prepared shards",

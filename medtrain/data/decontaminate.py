@@ -36,8 +36,9 @@ KEPT = -1
 
 
 def words(text: str) -> list[str]:
-    """The normalised words of a text: lowercased runs of letters and digits."""
-    return WORD.findall(text.lower())
+    """The normalised words of a text: case-folded runs of letters and digits (casefold, not lower: an upper-cased
+    copy of "µg" folds back to the same word)."""
+    return WORD.findall(text.casefold())
 
 
 # ----------------------------------------------------------------------------- the evaluation side

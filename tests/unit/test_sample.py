@@ -6,7 +6,9 @@ The CoNLL checks rebuild IOB2 from the .txt and .ann files with code of their ow
 than the generator's interval test), under the policy in `medtrain.data.sample.spans`'s docstring. The MoNERo
 file is read back with medtrain's column reader and checked against the shape by code of its own; its CoNLL-U
 twin is parsed with the `conllu` package, not medtrain's reader, and compared with it token by token. The one es
-document with PharmaCoNER's offset slips is compared with its clean .ann, made again from the generator.
+document with PharmaCoNER's offset slips is compared with its clean .ann, made again from the generator. The
+planted contamination of the clinical corpora is checked against its sources as contamination.json names them,
+the ro test documents against a real `medtrain split` of monero.conllu.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from medtrain.data.sample.shapes import LATE_SLIPS, SLIP_WINDOW, brat_ann
 from medtrain.data.sample.spans import Phrase
 from medtrain.data.sample.vocabulary import COMMON_WORDS, NUMBERS, VOCABULARIES
 from medtrain.data.sample.write import _rng
+from medtrain.data.split import split_corpus
 from medtrain.errors import UserError
 
 WORD = re.compile(r"\w+|[^\w\s]")
+PLANTED_KINDS = {"verbatim", "whitespace", "case", "embedded", "patient"}
 Fragments = list[tuple[int, int]]
 BRAT_LANGUAGES = ("nl", "es")
 # written type -> rank of its latent type in ENTITY_TYPES (DISEASE, DRUG, PROCEDURE, SYMPTOM, ANATOMY): the
@@ -48,8 +52,9 @@ MONERO = ColumnFormat(token=0, tag=2, separator="tab", short_lines="skip", disco
 MONERO_TSV = ColumnFormat(tag=2, separator="tab", document_marker=None, short_lines="skip", discontinuous="join")
 MONERO_UD = ColumnFormat(tag="misc:BioNERLabel", discontinuous="join")
 SLIPPED = Path("ner", "es", "train", "es_train_0000.ann")  # PharmaCoNER's slips; every other .ann is exact
-# Recorded from the generator before the NER shapes changed (seed 0, scale 1): the corpora, the screening
-# records and the es/nl document texts are the same bytes, and ro's documents are the same token sequence.
+# Recorded from the generator before the NER shapes changed (seed 0, scale 1): the corpora (less the planted
+# records and the clinical patient_id, which came later), the screening records and the es/nl document texts are
+# the same bytes, and ro's documents are the same token sequence.
 BEFORE = {"corpora": "84b86589d09c7790a6c5d8bdd6e6b4003a4faf51d51d54dbfcd6d5706f02d51b",
           "screening": "97e40c39c856491ccd7c56ab94a09d880b18605f6879c17c3740004959cbf367",
           "ner_text": "08c9dba78980063f80f29f0666b6649d1f3f0df449ff9bc5f4365b7969416d9d",
@@ -135,10 +140,47 @@ def all_files(root: Path) -> dict[str, bytes]:
 
 
 def digest(root: Path, paths: list[Path]) -> str:
+    return digest_files({path.relative_to(root).as_posix(): path.read_bytes() for path in paths})
+
+
+def digest_files(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in sorted(files, key=lambda name: Path(name).parts):  # the order sorted() gave the paths
+        h.update(name.encode() + b"\0" + files[name] + b"\0")
     return h.hexdigest()
+
+
+def planted(root: Path) -> dict[str, list[dict]]:
+    """contamination.json: corpus -> its planted records."""
+    return json.loads((root / "contamination.json").read_text(encoding="utf-8"))
+
+
+def corpus_lines(root: Path, name: str) -> list[str]:
+    return (root / "corpora" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def clean_lines(root: Path, name: str) -> list[str]:
+    """A corpus's lines less those contamination.json names."""
+    lines = {entry["line"] for entry in planted(root).get(name, [])} if (root / "contamination.json").exists() \
+        else set()
+    return [line for i, line in enumerate(corpus_lines(root, name), 1) if i not in lines]
+
+
+def without_patient_id(line: str) -> bytes:
+    """The line as written before clinical records named their patient."""
+    record = json.loads(line)
+    record.pop("patient_id", None)
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+
+
+def normalised(text: str) -> list[str]:
+    """What a whitespace or case edit leaves alone: lowercased runs of \\w."""
+    return re.findall(r"\w+", text.lower())
+
+
+def ngrams(text: str, n: int = 13) -> set[tuple[str, ...]]:
+    words = normalised(text)
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 def clean_slipped_ann() -> tuple[Phrase, str]:
@@ -213,7 +255,8 @@ def test_corpora_lines_have_text_language_domain(sample: Path) -> None:
             lines = (sample / "corpora" / f"{domain}_{language}.jsonl").read_text(encoding="utf-8").splitlines()
             records = [json.loads(line) for line in lines]
             assert len(records) >= 200
-            assert all(r.keys() == {"text", "language", "domain"} for r in records)
+            keys = {"text", "language", "domain"} | ({"patient_id"} if domain == "clinical" else set())
+            assert all(r.keys() == keys for r in records)
             assert {(r["language"], r["domain"]) for r in records} == {(language, domain)}
             words = [len(r["text"].split()) for r in records]
             assert max(words) > 300 and min(words) < 100, (domain, language)
@@ -244,13 +287,13 @@ def test_tokenizer_loads_and_round_trips_romanian(sample: Path) -> None:
 def test_tokenizer_keeps_general_words_whole_and_splits_domain_words(sample: Path) -> None:
     """Like mBERT on medical text: subwords per word 1 on general text, above it on biomedical text and higher
     still on clinical text, where a rarer word unseen in the general corpora takes a few pieces, not one per
-    letter."""
+    letter. Measured on the clean corpora it is built from: the planted upper-cased copies split finely."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(sample / "tokenizer"))
-    lines = {(domain, language): (sample / "corpora" / f"{domain}_{language}.jsonl").read_text(encoding="utf-8")
+    lines = {(domain, language): clean_lines(sample, f"{domain}_{language}")  # what it was built from
              for domain in DOMAINS for language in LANGUAGES}
-    words = {key: [w for line in text.splitlines() for w in re.findall(r"\w+", json.loads(line)["text"])]
+    words = {key: [w for line in text for w in re.findall(r"\w+", json.loads(line)["text"])]
              for key, text in lines.items()}
     general = {w for (domain, _), ws in words.items() if domain == "general" for w in ws}
     fertility = {key: len(tokenizer(ws, is_split_into_words=True, add_special_tokens=False)["input_ids"]) / len(ws)
@@ -379,8 +422,11 @@ def test_held_out_terms_are_in_ner_test_and_corpora_only(sample: Path) -> None:
 
 
 def test_corpora_screening_and_documents_are_those_of_before(sample: Path) -> None:
-    """Only the NER files' shapes and type names changed: every other file, and every document's words, did not."""
-    assert digest(sample / "corpora", list((sample / "corpora").iterdir())) == BEFORE["corpora"]
+    """Only the NER files' shapes and type names changed: every other file, and every document's words, did not
+    (the corpora less what was planted in them later, and their patient ids)."""
+    corpora = {path.name: b"".join(without_patient_id(line) for line in clean_lines(sample, path.stem))
+               for path in (sample / "corpora").iterdir()}
+    assert digest_files(corpora) == BEFORE["corpora"]
     assert digest(sample / "screening", list((sample / "screening").rglob("*.jsonl"))) == BEFORE["screening"]
     texts = [p for language in BRAT_LANGUAGES for p in (sample / "ner" / language).glob("*/*.txt")]
     assert digest(sample, texts) == BEFORE["ner_text"]
@@ -610,3 +656,109 @@ def test_vocabulary_files_are_package_data() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["medtrain.data.sample"]
     files = [p.relative_to(package).as_posix() for p in (package / "vocabulary").iterdir()]
     assert files and all(any(fnmatch(f, pattern) for pattern in patterns) for f in files), files
+
+
+# ----------------------------------------------------------------------------- planted contamination
+
+
+def ro_test_documents(sample: Path, tmp_path: Path) -> dict[str, str]:
+    """The ro documents `medtrain split monero.conllu --ratios 0.6,0.2,0.2 --by sentence --order source` puts
+    wholly in test, with their text: the `# text` lines, one per line."""
+    source = sample / "ner" / "ro" / "monero.conllu"
+    result = split_corpus(source, tmp_path / "ro", (0.6, 0.2, 0.2), by="sentence", order="source")
+    test_ids = {s.metadata["sent_id"] for s in conllu.parse(result.paths["test"].read_text(encoding="utf-8"))}
+    documents: dict[str, list[conllu.TokenList]] = {}
+    for sentence in conllu.parse(source.read_text(encoding="utf-8")):
+        name = sentence.metadata.get("newdoc id") or next(reversed(documents))
+        documents.setdefault(name, []).append(sentence)
+    return {name: "".join(s.metadata["text"] + "\n" for s in sentences) for name, sentences in documents.items()
+            if all(s.metadata["sent_id"] in test_ids for s in sentences)}
+
+
+def test_planted_records_are_where_contamination_json_says(sample: Path, tmp_path: Path) -> None:
+    """Each clinical corpus holds about ten planted records, of every kind, on the lines contamination.json names,
+    each related to its source as its kind says; the ordinary records name patients no screening file has."""
+    contamination = planted(sample)
+    assert sorted(contamination) == [f"clinical_{language}" for language in sorted(LANGUAGES)]
+    ro_test = ro_test_documents(sample, tmp_path)
+    for language in LANGUAGES:
+        name = f"clinical_{language}"
+        entries, lines = contamination[name], corpus_lines(sample, name)
+        assert 8 <= len(entries) <= 15 and {e["kind"] for e in entries} == PLANTED_KINDS, (name, entries)
+        assert len({e["line"] for e in entries}) == len(entries) and all(e["corpus"] == name for e in entries)
+        assert all(e.keys() <= {"corpus", "line", "kind", "source", "document", "patient_id"} for e in entries)
+        test_notes = screening(sample, language, "test")
+        every_patient = {r["patient_id"] for split in SPLITS for r in screening(sample, language, split)}
+        kinds: Counter[tuple[str, str]] = Counter()
+        for entry in entries:
+            record = json.loads(lines[entry["line"] - 1])
+            text, kind = record["text"], entry["kind"]
+            assert (record["language"], record["domain"]) == (language, "clinical")
+            assert ("patient_id" in entry) == (kind == "patient")
+            if entry["source"] == f"screening/{language}/test.jsonl":
+                kinds[kind, "screening"] += 1
+                if kind == "patient":  # a new note of a test patient: only the patient id gives it away
+                    notes = [r["text"] for r in test_notes if r["patient_id"] == entry["patient_id"]]
+                    assert notes and record["patient_id"] == entry["patient_id"] == entry["document"]
+                    assert not ngrams(text) & set().union(*map(ngrams, notes)) and len(normalised(text)) >= 13
+                else:  # a copied note under an ordinary patient id: only its text gives it away
+                    assert kind == "verbatim" and record["patient_id"] not in every_patient
+                    assert text == next(r["text"] for r in test_notes if r["note_id"] == entry["document"])
+                continue
+            kinds[kind, "ner"] += 1
+            assert record["patient_id"] not in every_patient
+            if language == "ro":
+                assert entry["source"] == "ner/ro/monero.conllu" and entry["document"] in ro_test, entry
+                source = ro_test[entry["document"]]
+            else:
+                assert re.fullmatch(rf"ner/{language}/test/{language}_test_\d{{4}}\.txt", entry["source"]), entry
+                assert Path(entry["source"]).stem == entry["document"]
+                source = (sample / entry["source"]).read_text(encoding="utf-8")
+            if kind == "verbatim":
+                assert text == source
+            elif kind in ("whitespace", "case"):
+                assert text != source and normalised(text) == normalised(source), entry
+                assert (text.split() == source.split()) == (kind == "whitespace"), entry
+                assert kind == "whitespace" or text.lower() == source.lower()
+            else:
+                assert kind == "embedded" and source in text and len(text) > len(source) + 100, entry
+        assert all(kinds[kind, "ner"] for kind in ("verbatim", "whitespace", "case", "embedded")), (name, kinds)
+        assert kinds["verbatim", "screening"] == 1 and kinds["patient", "screening"] >= 1, (name, kinds)
+
+        ordinary = [json.loads(line) for i, line in enumerate(lines, 1) if i not in {e["line"] for e in entries}]
+        ids = [r["patient_id"] for r in ordinary]
+        assert ids == [f"c-{language}-{i:05d}" for i in range(len(ordinary))] and not set(ids) & every_patient
+
+
+def test_planted_records_scale(tmp_path: Path) -> None:
+    """Scale 3 plants about three times as many, the NER copies from distinct test documents; nothing planted
+    moves an ordinary record's text."""
+    write_sample_data(tmp_path, seed=0, scale=3.0)
+    for language in LANGUAGES:
+        entries = planted(tmp_path)[f"clinical_{language}"]
+        assert 25 <= len(entries) <= 40 and {e["kind"] for e in entries} == PLANTED_KINDS
+        ner = [e["document"] for e in entries if e["source"].startswith("ner/")]
+        assert len(ner) == len(set(ner)) >= 20, language
+
+
+def test_clean_plants_nothing_and_keeps_everything_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sample-data --clean` writes the clean corpora (the planted lines removed give them byte for byte), no
+    contamination.json, and every other file, the tokenizer included, as a contaminated run does."""
+    from medtrain.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    write_sample_data(Path("dirty"), seed=3, scale=0.2)
+    Path("clean").mkdir()
+    Path("clean", "contamination.json").write_text("{}", encoding="utf-8")  # stale, from an earlier run
+    assert run(["sample-data", "clean", "--seed", "3", "--scale", "0.2", "--clean"]) == 0
+    dirty, clean = all_files(Path("dirty")), all_files(Path("clean"))
+    assert "contamination.json" in dirty and dirty.keys() - clean.keys() == {"contamination.json"}
+    assert clean.keys() <= dirty.keys()
+    changed = {name for name in clean if clean[name] != dirty[name]}
+    assert changed == {"prepare.yaml", *(f"corpora/clinical_{language}.jsonl" for language in LANGUAGES)}
+    assert dirty["prepare.yaml"].replace(b"dirty", b"clean") == clean["prepare.yaml"]
+    assert [name for name in dirty if name.startswith("tokenizer/") and dirty[name] != clean[name]] == []
+    for language in LANGUAGES:
+        name = f"clinical_{language}"
+        assert corpus_lines(Path("clean"), name) == clean_lines(Path("dirty"), name)
+        assert 1 <= len(planted(Path("dirty"))[name]) < len(corpus_lines(Path("dirty"), name)) / 10

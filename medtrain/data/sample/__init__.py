@@ -8,10 +8,16 @@ copied. Where each part lives:
     spans.py                           text with entity offsets; the BRAT and CoNLL formats (the CoNLL policy)
     shapes.py                          the real corpus each language's NER imitates: file shape, type names
     ud.py                              the ro documents in CoNLL-U, as Universal Dependencies publishes MoNERo
+    contamination.py                   test documents and test patients' notes planted in the clinical
+                                       corpora, for `prepare`'s exclude: rule to find (why and which kinds)
     write.py                           the files, each from its own seeded generator (determinism)
 
-Layout written by `write_sample_data(out, seed, scale)`:
-    corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line
+Layout written by `write_sample_data(out, seed, scale, contaminate=True)`:
+    corpora/<domain>_<lang>.jsonl       {"text", "language", "domain"} per line; clinical ones also "patient_id"
+                                        and, unless contaminate=False (--clean), planted test documents and
+                                        test patients' notes among the generated ones
+    contamination.json                  the planted records: {"clinical_<lang>": [{corpus, line (1-based),
+                                        kind, source, document, patient_id (kind patient)}]}, no text
     ner/ro/monero.tsv                   MoNERo-style columns (token lemma tag POS), one file, no split
     ner/ro/monero.conllu                the same documents in CoNLL-U, tags as BioNERLabel in MISC
     ner/<es|nl>/<split>/<doc>.txt|.ann  BRAT standoff, one sentence per line, offsets in characters; es with
@@ -20,7 +26,7 @@ Layout written by `write_sample_data(out, seed, scale)`:
     ner/<es|nl>/<split>.conll           the same documents in IOB2, in sorted document-name order
     ner/<es|nl>/annotation.conf         the language's types, for the brat annotation tool
     screening/<lang>/<split>.jsonl      {"patient_id", "note_id", "text", "label"}, label per patient
-    tokenizer/                          WordPiece built from the corpora (AutoTokenizer.from_pretrained)
+    tokenizer/                          WordPiece built from the clean corpora (AutoTokenizer.from_pretrained)
     prepare.yaml, README.md             a ready `medtrain prepare` config; what each folder holds
 """
 

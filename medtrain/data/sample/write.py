@@ -19,6 +19,7 @@ from typing import NamedTuple
 import yaml
 from tqdm import tqdm
 
+from medtrain.data.sample import contamination
 from medtrain.data.sample.generator import DOCUMENT_MAKERS, DOMAINS, held_out_terms, ner_doc, screening_note
 from medtrain.data.sample.shapes import (
     COLUMN_FILES, SLIPPED_DOCUMENT, MoneroCount, brat_ann, monero, pharmaconer_slips, type_namer, written_types,
@@ -28,7 +29,7 @@ from medtrain.data.sample.ud import monero_conllu
 from medtrain.data.sample.vocabulary import LANGUAGES, VOCABULARIES
 from medtrain.data.tokenizer import train_wordpiece
 from medtrain.errors import UserError
-from medtrain.io import atomic_open, write_text_atomic
+from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
 
 SPLITS = ("train", "dev", "test")
 
@@ -83,12 +84,16 @@ def _split_sizes(total: int) -> dict[str, int]:
 
 
 def _write_corpus(path: Path, language: str, domain: str, rng: random.Random, n_docs: int) -> CorpusCount:
+    """A clinical record also names its patient, as a hospital dump does (contamination.clinical_patient_id)."""
     make, words = DOCUMENT_MAKERS[domain], 0
     with atomic_open(path, "w", encoding="utf-8") as f:
-        for _ in range(n_docs):
+        for i in range(n_docs):
             text = make(VOCABULARIES[language], rng)
             words += len(text.split())
-            f.write(json.dumps({"text": text, "language": language, "domain": domain}, ensure_ascii=False) + "\n")
+            record = {"text": text, "language": language, "domain": domain}
+            if domain == "clinical":
+                record["patient_id"] = contamination.clinical_patient_id(language, i)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return CorpusCount(f"{domain}_{language}", n_docs, words)
 
 
@@ -200,6 +205,15 @@ def _write_prepare_config(out: Path) -> None:
                      "language": language, "domain": domain, "weight": 1.0}
             flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, allow_unicode=True, width=1 << 16)
             lines.append(f"  - {flow.strip()}")
+    lines += ["# the evaluation data kept out of the shards (the clinical corpora hold copies of it: contamination.json);",
+              "# MoNERo whole, as the sample does not split it (`medtrain split` does)",
+              "exclude:", "  sources:"]
+    for language in ("es", "nl"):
+        lines += [f"    - {out / 'ner' / language / split}" for split in ("dev", "test")]
+    lines.append(f"    - {{path: {out / 'ner' / 'ro' / 'monero.conllu'}, columns: {{tag: 'misc:BioNERLabel'}}}}")
+    for language in LANGUAGES:
+        lines += [f"    - {out / 'screening' / language / f'{split}.jsonl'}" for split in ("dev", "test")]
+    lines.append("  by: [patient_id]")
     write_text_atomic(out / "prepare.yaml", "\n".join(lines) + "\n")
 
 
@@ -217,7 +231,18 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
 
 - `corpora/<domain>_<lang>.jsonl`: pretraining text, one `{"text", "language", "domain"}` object per line;
   domains `clinical` (discharge letters, progress notes), `biomedical` (abstracts), `general` (news, weather,
-  sports, cooking).
+  sports, cooking). Clinical records also carry a `patient_id` (`c-<lang>-00042`: never a screening patient).
+- Planted contamination, as real hospital dumps have it: besides its generated notes, each clinical corpus holds
+  a few records (about 11 at scale 1, more with `--scale`) that `medtrain prepare`'s `exclude:` section should
+  remove before pretraining: NER test documents copied verbatim (es, nl: `ner/<lang>/test/*.txt`; ro: documents
+  of `monero.conllu` in the last 15% of its sentences, which `medtrain split --by sentence --order source
+  --ratios 0.6,0.2,0.2` puts in test), copies with other whitespace or case, test documents pasted whole into a
+  longer note, screening test notes copied verbatim (one at scale 1), and new notes (sharing no 13-word run with that
+  patient's notes) of screening test patients, under their `patient_id`, which only a patient-id rule catches.
+  The copies carry ordinary patient ids. `contamination.json` lists each planted record (corpus, 1-based line,
+  kind verbatim|whitespace|case|embedded|patient, source file, document or note, and the patient for kind
+  patient; no text). Removing those lines gives the clean corpus, which the tokenizer is built from;
+  `medtrain sample-data --clean` writes the clean corpora and no contamination.json.
 - NER: one generator for the three languages, written in the shapes of three real corpora, each with its own
   entity types, so a cross-lingual study must map them to one shared space (study-demo's `labels:`):
   - `ner/ro/monero.tsv` imitates MoNERo (Romanian biomedical NER): one file, no train/dev/test split
@@ -251,14 +276,15 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
   terms never occur in the es and nl train and dev splits, only in test (and in the corpora).
 - `screening/<lang>/<split>.jsonl`: `{"patient_id", "note_id", "text", "label"}`, 2-5 notes per patient, the
   patient's label (heart failure, about 15% positive) repeated on each note; many notes exceed 512 wordpieces.
-- `tokenizer/`: a WordPiece tokenizer built from the corpora (`AutoTokenizer.from_pretrained`): like multilingual
+- `tokenizer/`: a WordPiece tokenizer built from the clean corpora (`AutoTokenizer.from_pretrained`): like multilingual
   BERT on medical text, general words are whole and clinical and biomedical terms split into a few pieces.
-- `prepare.yaml`: a ready config for `medtrain prepare` listing the nine corpora.
+- `prepare.yaml`: a ready config for `medtrain prepare` listing the nine corpora, with an `exclude` section that
+  keeps the NER and screening dev and test sets (and all of MoNERo) out of the shards.
 """
 
 
 def _summary(out: Path, seed: int, scale: float, corpora: Sequence[CorpusCount], ner: Sequence[NerCount],
-             screening: Sequence[ScreeningCount], vocab_size: int) -> str:
+             screening: Sequence[ScreeningCount], vocab_size: int, planted: dict[str, list[dict]]) -> str:
     """Counts only, never note text."""
     lines = [f"synthetic nl/ro/es sample data (seed {seed}, scale {scale:g}) in {out}",
              "corpora (documents, whitespace words):"]
@@ -271,6 +297,12 @@ def _summary(out: Path, seed: int, scale: float, corpora: Sequence[CorpusCount],
     lines.append(f"screening (patients, notes, positive patients, notes > {LONG_NOTE_WORDS} words):")
     lines += [f"  {s.language} {s.split:<5} {s.patients:>5} patients {s.notes:>6} notes "
               f"{s.positives / s.patients:>6.1%} positive {s.long_notes / s.notes:>6.1%} long" for s in screening]
+    if planted:
+        lines.append("planted contamination (records added to the clean corpus; where: contamination.json):")
+        lines += [f"  {corpus:<16} {len(entries):>6} records ("
+                  + ", ".join(f"{n} {kind}" for kind in contamination.KINDS
+                              if (n := sum(e['kind'] == kind for e in entries))) + ")"
+                  for corpus, entries in planted.items()]
     lines += [f"tokenizer: WordPiece, {vocab_size} tokens, in {out / 'tokenizer'}",
               f"next: medtrain prepare {out / 'prepare.yaml'}"]
     return "\n".join(lines)
@@ -317,18 +349,39 @@ def _write_tasks(out: Path, seed: int, scale: float, bar: tqdm) -> tuple[list[Ne
     return ner, screening
 
 
-def write_sample_data(out: Path, seed: int = 0, scale: float = 1.0) -> str:
-    """Write the whole synthetic data set under `out` (see the module docstring) and return a summary."""
+def _contaminate(out: Path, seed: int, scale: float, bar: tqdm) -> dict[str, list[dict]]:
+    """Plant test documents and test patients' notes in each clinical corpus (contamination.py), after the
+    tokenizer is built from the clean corpora; returns contamination.json's content, by corpus."""
+    planted = {}
+    for language in LANGUAGES:
+        rng = _rng(seed, "contamination", language)
+        records = contamination.plan(out, language, rng, scale)
+        planted[f"clinical_{language}"] = contamination.plant(out / "corpora" / f"clinical_{language}.jsonl",
+                                                              language, records, rng)
+        bar.update()
+    return planted
+
+
+def write_sample_data(out: Path, seed: int = 0, scale: float = 1.0, contaminate: bool = True) -> str:
+    """Write the whole synthetic data set under `out` (see the module docstring) and return a summary.
+    `contaminate=False` (`--clean`) plants nothing in the clinical corpora and writes no contamination.json."""
     if not scale > 0:
         raise UserError(f"--scale must be a positive number, got {scale}")
     out = Path(out)
-    steps = len(DOMAINS) * len(LANGUAGES) + len(LANGUAGES) * (1 + len(SPLITS)) + 1
+    steps = len(DOMAINS) * len(LANGUAGES) + len(LANGUAGES) * (1 + len(SPLITS)) + 1 + contaminate * len(LANGUAGES)
+    planted: dict[str, list[dict]] = {}
     with tqdm(total=steps, desc="sample-data", unit="file", disable=scale < _PROGRESS_FROM_SCALE) as bar:
         corpora = _write_corpora(out, seed, scale, bar)
         ner, screening = _write_tasks(out, seed, scale, bar)
         vocab_size = _write_tokenizer(out)
         bar.update()
+        if contaminate:
+            planted = _contaminate(out, seed, scale, bar)
+    if contaminate:
+        write_json_atomic(out / "contamination.json", planted)
+    else:
+        (out / "contamination.json").unlink(missing_ok=True)  # a stale one would name lines that are not there
     _write_prepare_config(out)
     write_text_atomic(out / "README.md", _README)
-    return _summary(out, seed, scale, corpora, ner, screening, vocab_size)
+    return _summary(out, seed, scale, corpora, ner, screening, vocab_size, planted)
 
