@@ -247,3 +247,24 @@ def test_a_conllu_source_is_read_with_its_tag_place(sample: Path) -> None:
     first = next(line for line in text.splitlines() if line.startswith("# text = "))[len("# text = "):]
     assert first in source.texts[0]
     assert np.mean([len(t) for t in source.texts]) > len(first)  # documents, not sentences
+
+
+def test_the_sample_prepare_drops_exactly_its_planted_records(tmp_path: Path) -> None:
+    """The bundled sample's prepare.yaml (its exclude section) against its contamination.json: every planted
+    record dropped and nothing else, so the shards are those of the sample written --clean without exclude."""
+    from medtrain.config import load_config
+    from medtrain.data.pack import PrepareConfig, prepare
+
+    dirty, clean = tmp_path / "dirty", tmp_path / "clean"
+    write_sample_data(dirty, seed=0, scale=0.3)
+    write_sample_data(clean, seed=0, scale=0.3, contaminate=False)
+    settings = ["seq_len=32", "num_workers=1"]
+    excluded = prepare(load_config(PrepareConfig, dirty / "prepare.yaml", settings))
+    plain = prepare(load_config(PrepareConfig, clean / "prepare.yaml", [*settings, "exclude=null"]))
+    assert [s.sha256 for s in excluded.shards] == [s.sha256 for s in plain.shards]
+    planted = json.loads((dirty / "contamination.json").read_text())
+    dropped = {corpus: sum(d["documents"] for d in by_source.values())
+               for corpus, by_source in excluded.exclusion["dropped"].items() if by_source}
+    assert dropped == {corpus: len(records) for corpus, records in planted.items()}
+    patients = {corpus: sum(r["kind"] == "patient" for r in records) for corpus, records in planted.items()}
+    assert all(n > 0 for n in patients.values())
