@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -45,6 +45,9 @@ from medtrain.data.shards import (FORMAT_VERSION, MANIFEST, CorpusInfo, Manifest
                                   read_manifest, write_manifest, write_shard)
 from medtrain.errors import UserError
 from medtrain.io import pid_alive, sha256_file
+
+if TYPE_CHECKING:  # numpy-only, but imported where an exclude section needs it
+    from medtrain.data.decontaminate import ExclusionTally
 
 SEQ_LEN_RANGE = (8, 65536)
 _OWN_ENTRIES = {MANIFEST, "config.yaml", "train", "validation"}  # what a finished output_dir holds
@@ -114,10 +117,7 @@ TOKENIZER_DIR = "tokenizer"
 def prepare(cfg: PrepareConfig, config_file: Path | None = None) -> Manifest:
     """Tokenize and pack every corpus into `cfg.output_dir`; returns its manifest. `config_file` is named by the
     errors of the exclude section."""
-    fields = tuple(cfg.exclude.by) if cfg.exclude else ()
-    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error, fields) for c in cfg.corpora]
-    for reader in readers:
-        reader.check()  # a typo in a path should not cost a tokenizer load
+    readers = _checked_readers(cfg)
     tally = _exclusion(cfg, readers, config_file)
     from medtrain.data.tokenizer import fingerprint, load_tokenizer  # transformers: heavy, and workers skip it
 
@@ -131,7 +131,7 @@ def prepare(cfg: PrepareConfig, config_file: Path | None = None) -> Manifest:
         return read_manifest(out)
 
     special_ids = {name: int(getattr(tokenizer, f"{name}_token_id")) for name in ("cls", "sep", "pad", "mask", "unk")}
-    encoder_args = (tokenizer.backend_tokenizer.to_str(), dtype.str)
+    encoder_args = _encoder_args(tokenizer)
     _remove_stale_siblings(out)
     tmp = out.with_name(f"{out.name}.tmp-{_HOST}-{os.getpid()}")
     try:
@@ -162,15 +162,12 @@ def measure_overlap(cfg: PrepareConfig, config_file: Path | None = None) -> dict
     if cfg.exclude is None:
         raise UserError("overlap measures the exclude section, and this config has none: add exclude: {sources: "
                         "[...]} (the evaluation data)", config_file)
-    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error, tuple(cfg.exclude.by)) for c in cfg.corpora]
-    for reader in readers:
-        reader.check()
+    readers = _checked_readers(cfg)
     tally = _exclusion(cfg, readers, config_file)
     from medtrain.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer)  # token counts, as prepare reports them
-    encoder_args = (tokenizer.backend_tokenizer.to_str(), dtype_for_vocab(len(tokenizer)).str)
-    with _EncoderPool(cfg, encoder_args, tally.index) as encode:
+    with _EncoderPool(cfg, _encoder_args(tokenizer), tally.index) as encode:
         for reader in readers:
             name = reader.corpus.name
             with tqdm(desc=name, unit="doc", disable=None, file=sys.stderr) as bar:
@@ -182,7 +179,21 @@ def measure_overlap(cfg: PrepareConfig, config_file: Path | None = None) -> dict
     return tally.manifest_entry()
 
 
-def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Path | None) -> Any:
+def _checked_readers(cfg: PrepareConfig) -> list[CorpusReader]:
+    """A reader per corpus, each checked: a typo in a path should not cost a tokenizer load."""
+    fields = tuple(cfg.exclude.by) if cfg.exclude else ()
+    readers = [CorpusReader(c, cfg.corpus_path(c), cfg.on_decode_error, fields) for c in cfg.corpora]
+    for reader in readers:
+        reader.check()
+    return readers
+
+
+def _encoder_args(tokenizer: Any) -> tuple[str, str]:
+    """What a tokenizer worker builds its encoder from: the tokenizer's JSON and the shard dtype."""
+    return tokenizer.backend_tokenizer.to_str(), dtype_for_vocab(len(tokenizer)).str
+
+
+def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Path | None) -> ExclusionTally | None:
     """The evaluation sources read and indexed (an `ExclusionTally`), or None without exclude; every problem
     with them is a UserError naming the config file and key, before anything is written."""
     if cfg.exclude is None:
@@ -299,7 +310,7 @@ def _batches(documents: Iterable[Document], size: int, with_fields: bool) -> Ite
 
 
 def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: Path, dtype: np.dtype,
-                 special_ids: dict[str, int], tally: Any) -> tuple[CorpusInfo, list[ShardInfo]]:
+                 special_ids: dict[str, int], tally: ExclusionTally | None) -> tuple[CorpusInfo, list[ShardInfo]]:
     """Pack one corpus; with an exclusion `tally`, the documents its rule drops never reach a packer, and the
     held-out split is decided over the documents kept (the same split as for a corpus without them)."""
     corpus = reader.corpus
@@ -311,7 +322,7 @@ def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: 
     with tqdm(desc=corpus.name, unit="doc", disable=None, file=sys.stderr) as bar:  # off when not a terminal
         for ids, lengths, match in encode(_batches(reader, cfg.batch_size, bool(reader.fields))):
             bar.update(len(lengths))
-            if match is not None:
+            if tally is not None:
                 tally.add(corpus.name, match, lengths)
                 kept = match.source < 0
                 ids, lengths = ids[np.repeat(kept, lengths)], lengths[kept]
