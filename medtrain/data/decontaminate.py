@@ -15,11 +15,13 @@ Memory is that of the evaluation side; the pretraining side is matched batch by 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from medtrain.io import sha256_file
 WORD = re.compile(r"\w+")
 _PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: the polynomial's base
 KEPT = -1
+BITMAP_BITS = 27  # 16 MiB: with a few million evaluation n-grams, a few percent of other hashes pass it
 """`Matcher.match`'s answer for a document no rule drops."""
 
 
@@ -78,10 +81,21 @@ def read_source(source: ExcludeSource, path: Path, key: str) -> EvaluationSource
                 raise UserError("format conllu needs columns.tag, e.g. misc:BioNERLabel")
             columns = source.columns or ColumnFormat()
             brat = source.brat or BratFormat(offset_mismatch="skip")  # only the text counts here
-            texts, patients = [d.text or "" for d in read_ner(path, fmt, columns, brat)], set()  # type: ignore[arg-type]
+            with _quiet(logging.getLogger("medtrain.data.ner")):  # annotation repairs: fine-tuning reports those
+                texts, patients = [d.text or "" for d in read_ner(path, fmt, columns, brat)], set()  # type: ignore[arg-type]
     except UserError as exc:
         raise UserError(f"{key}: {exc.format()}") from None
     return EvaluationSource(source.label, path, fmt, source_sha256(path), texts, patients)
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def source_sha256(path: Path) -> str:
@@ -119,43 +133,60 @@ class EvaluationIndex:
     """Patient id -> index of the first source holding the patient."""
     source_hashes: list[np.ndarray]
     """Per source: indices into `hashes` of its n-grams (for raw coverage)."""
+    bitmap: np.ndarray
+    """A bit per value of a hash's top BITMAP_BITS bits, set where some evaluation n-gram has them: most windows of
+    a pretraining document are ruled out here, and only the rest are searched in `hashes`."""
 
     @classmethod
     def build(cls, rule: ExcludeConfig, sources: Sequence[EvaluationSource]) -> EvaluationIndex:
-        vocabulary: dict[str, int] = {}
-        doc_hashes: list[np.ndarray] = []
-        doc_source: list[int] = []
-        short: set[int] = set()
-        for index, source in enumerate(sources):
-            for text in source.texts:
-                ids = np.array([vocabulary.setdefault(w, len(vocabulary) + 1) for w in words(text)], dtype=np.uint64)
-                if ids.size == 0:
-                    continue
-                length = min(rule.ngram, ids.size)
-                if length < rule.ngram:
-                    short.add(length)
-                doc_hashes.append(np.unique(ngram_hashes(ids, length)))
-                doc_source.append(index)
-        counts = np.array([h.size for h in doc_hashes], dtype=np.int64)
-        flat = np.concatenate(doc_hashes) if doc_hashes else np.empty(0, np.uint64)
-        owner = np.repeat(np.arange(len(doc_hashes), dtype=np.int32), counts)
-        order = np.lexsort((owner, flat))
-        flat, owner = flat[order], owner[order]
-        hashes, first = np.unique(flat, return_index=True)
-        starts = np.append(first, flat.size).astype(np.int64)
+        """One pass over all evaluation words: ids, every window's hash, (hash, document) pairs sorted once."""
+        documents = [(index, found) for index, source in enumerate(sources) for found in map(words, source.texts)]
+        documents = [(index, found) for index, found in documents if found]
+        stream = [*itertools.chain.from_iterable([*found, ""] for _, found in documents)]  # "": id 0, a boundary
+        vocabulary = {w: i for i, w in enumerate(dict.fromkeys(stream), start=1) if w}
+        ids = np.fromiter(map(vocabulary.get, stream, itertools.repeat(0)), dtype=np.uint64, count=len(stream))
+        sizes = np.array([len(found) + 1 for _, found in documents], dtype=np.int64)
+        first = np.cumsum(sizes) - sizes
+        window_hashes, at = _known_ngrams(ids, rule.ngram)
+        owner = np.repeat(np.arange(len(documents), dtype=np.int64), sizes)[at]
+        short = np.flatnonzero(sizes - 1 < rule.ngram)  # shorter than n words: one n-gram of all its words
+        window_hashes = np.concatenate([window_hashes, *(ngram_hashes(ids[first[d]: first[d] + sizes[d] - 1],
+                                                                      int(sizes[d] - 1)) for d in short)])
+        owner = np.concatenate([owner, short])
+        order = np.lexsort((owner, window_hashes))
+        flat, owner = window_hashes[order], owner[order]
+        distinct = np.ones(flat.size, dtype=bool)
+        distinct[1:] = (flat[1:] != flat[:-1]) | (owner[1:] != owner[:-1])
+        flat, owner = flat[distinct], owner[distinct]
+        hashes, starts = np.unique(flat, return_index=True)
+        counts = np.bincount(owner, minlength=len(documents))
         needed = np.maximum(1, np.ceil(rule.containment * counts - 1e-9)).astype(np.int64)
-        document_source = np.array(doc_source, dtype=np.int32)
-        hash_index = np.searchsorted(hashes, flat)
+        document_source = np.array([index for index, _ in documents], dtype=np.int32)
+        hash_index = np.repeat(np.arange(hashes.size), np.diff(np.append(starts, flat.size)))
         source_hashes = [np.unique(hash_index[document_source[owner] == s]) for s in range(len(sources))]
         patients: dict[str, int] = {}
         for index, source in enumerate(sources):
             for patient in sorted(source.patients):
                 patients.setdefault(patient, index)
-        return cls(rule.ngram, rule.containment, vocabulary, hashes, starts, owner, needed, document_source,
-                   tuple(sorted(short)), patients, source_hashes)
+        return cls(rule.ngram, rule.containment, vocabulary, hashes, np.append(starts, flat.size).astype(np.int64),
+                   owner.astype(np.int32), needed, document_source,
+                   tuple(sorted({int(sizes[d] - 1) for d in short})), patients, source_hashes, _bitmap(hashes))
 
     def documents_of(self, source: int) -> int:
         return int((self.document_source == source).sum())
+
+
+def _bitmap(hashes: np.ndarray) -> np.ndarray:
+    top = hashes >> np.uint64(64 - BITMAP_BITS)
+    bits = np.zeros(1 << (BITMAP_BITS - 3), dtype=np.uint8)
+    np.bitwise_or.at(bits, top >> np.uint64(3), np.left_shift(1, top & np.uint64(7)).astype(np.uint8))
+    return bits
+
+
+def _maybe_known(bitmap: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """False where no evaluation n-gram can equal the hash (its top bits are unset in the bitmap)."""
+    top = hashes >> np.uint64(64 - BITMAP_BITS)
+    return ((bitmap[top >> np.uint64(3)] >> (top & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
 
 
 def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
@@ -208,6 +239,8 @@ def match_batch(index: EvaluationIndex, texts: Sequence[str],
         hashes, at = _known_ngrams(ids, n)
         if hashes.size == 0 or index.hashes.size == 0:
             continue
+        maybe = _maybe_known(index.bitmap, hashes)
+        hashes, at = hashes[maybe], at[maybe]
         where = np.minimum(np.searchsorted(index.hashes, hashes), index.hashes.size - 1)
         known = index.hashes[where] == hashes
         hits.append(where[known])

@@ -14,6 +14,8 @@ from medtrain.data.vocab_extension import VocabularyConfig
 from medtrain.finetune.config import SourceConfig, source_config
 
 BASELINE = "baseline"
+EVALUATION_SPLITS = ("dev", "test")
+"""The splits `decontaminate` keeps out of pretraining (a task's training text may be pretrained on)."""
 
 
 @dataclasses.dataclass
@@ -181,13 +183,20 @@ class StudyConfig:
     data_dir: Path
     """Task data and corpora; relative paths in prepare and in tasks.*.path are resolved against it."""
     prepare: dict[str, Any]
-    """`medtrain prepare` fields except output_dir: tokenizer (default: baseline.model), corpora, seq_len, ..."""
+    """`medtrain prepare` fields except output_dir: tokenizer (default: baseline.model), corpora, seq_len, ...
+    An `exclude` section here is used as given, in place of the one `decontaminate` builds."""
     baseline: BaselineConfig
     variants: dict[str, PretrainRun]
     """Name -> corpora, each pretrained further from the baseline (or `from:` another variant), e.g.
     clinical: {corpora: {clinical_nl: 1}}."""
     tasks: list[TaskConfig]
     pretrain: PretrainRecipe = dataclasses.field(default_factory=PretrainRecipe)
+    decontaminate: bool = True
+    """Keep the tasks' evaluation text out of pretraining: `prepare` drops every corpus document that holds most
+    of one dev or test document of any task, in any language a task reads (the `exclude` rule's defaults: word
+    13-grams, containment 0.5; and, when a screening task is evaluated and a corpus's records carry patient_id,
+    every document of an evaluation patient). The report counts what was dropped. false: no exclusion, and the
+    report says the tasks' dev/test text may be in the pretraining corpora."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     """Fine-tuning seeds per (model, task, training language): the intervals need at least 2."""
     pretrain_seeds: list[int] = dataclasses.field(default_factory=list)

@@ -3,19 +3,25 @@ task's fine-tuning data), built, and so validated, before anything runs. The sta
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from medtrain.config import apply_override, build_config, config_to_dict, read_yaml, resolve_config_path
+from medtrain.data.corpus import CorpusConfig
 from medtrain.data.pack import PrepareConfig
 from medtrain.errors import UserError
 from medtrain.finetune.config import DataConfig, Source
 from medtrain.pretrain import PretrainConfig
-from medtrain.study.config import BASELINE, PretrainRun, StudyConfig, TaskConfig
+from medtrain.study.config import BASELINE, EVALUATION_SPLITS, PretrainRun, StudyConfig, TaskConfig
 
 Say = Callable[[str], None]
 """Where progress lines go (print by default)."""
+PATIENT_FIELD = "patient_id"
+"""The record field naming a patient, in screening files and (when it is there) in corpus records."""
+SCREENING_FORMATS = ("jsonl", "csv")
 
 
 def _flat(overrides: dict[str, Any], prefix: str = "") -> list[tuple[list[str], Any]]:
@@ -41,6 +47,34 @@ def _under(root: Path, path: Path | str) -> Path:
     return Path(path) if Path(path).is_absolute() else root / path
 
 
+def _build_prepare(data: dict[str, Any]) -> PrepareConfig:
+    try:
+        return build_config(PrepareConfig, data)
+    except UserError as exc:
+        raise UserError(f"prepare: {exc.message}") from None
+
+
+def _has_field(corpus: CorpusConfig, path: Path, field: str) -> bool:
+    """Whether a corpus's records carry `field`, judged cheaply: a JSONL corpus's first non-empty record, a
+    Parquet corpus's schema. Plain text has no fields; a missing file or a saved dataset is judged not to (give
+    prepare.exclude its own `by` for one)."""
+    fmt = corpus.format if corpus.format != "auto" else \
+        {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}.get(path.suffix.lower())
+    try:
+        if fmt == "jsonl":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                first = next((line for line in f if line.strip()), "")
+            record = json.loads(first) if first else None
+            return isinstance(record, dict) and field in record
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return field in pq.read_schema(path).names
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 class Study:
     """Every path and resolved config of a study, built (and so validated) before anything runs."""
 
@@ -52,6 +86,8 @@ class Study:
         self.grid_dir = self.out / "grid"
         self.analysis_dir = self.out / "analysis"
         self.report = self.out / "report.md"
+        self.tasks = {t.name: self._task_data(t) for t in cfg.tasks}
+        """Task name -> its fine-tuning config as plain data (before prepare: the exclusion reads the tasks)."""
         self.prepare = self._prepare_config()
         self.corpus_names = [c.name for c in self.prepare.corpora]
         self.replicates = {BASELINE: [BASELINE], **{v: self._replicate_names(v) for v in self._ordered_variants()}}
@@ -67,7 +103,6 @@ class Study:
                             for m, names in self.replicates.items() if m != BASELINE
                             for r, seed in zip(names, cfg.pretrain_seeds or [None])}}
         """Replicate -> its pretraining config, in the order they must run."""
-        self.tasks = {t.name: self._task_data(t) for t in cfg.tasks}
 
     def _ordered_variants(self) -> list[str]:
         """Variants with every parent before its children (the config has checked there is no cycle)."""
@@ -131,6 +166,9 @@ class Study:
             raise UserError(f"task {task.name}: {exc.message}") from None
 
     def _prepare_config(self) -> PrepareConfig:
+        """prepare's config: the study's prepare section, its shards folder, and unless the section has an
+        `exclude` of its own (used as given) or decontaminate is false, the exclusion of every task's dev and
+        test text (`exclude_section`)."""
         data = {**self.cfg.prepare, "output_dir": str(self.shards)}
         data.setdefault("data_root", str(self.cfg.data_dir))
         tokenizer = data.get("tokenizer") or self.cfg.baseline.model
@@ -138,10 +176,35 @@ class Study:
             raise UserError("prepare.tokenizer is required when the baseline is pretrained here")
         data["tokenizer"] = str(_under(self.cfg.data_dir, tokenizer) if "tokenizer" in self.cfg.prepare
                                 else tokenizer)
-        try:
-            return build_config(PrepareConfig, data)
-        except UserError as exc:
-            raise UserError(f"prepare: {exc.message}") from None
+        prepare = _build_prepare(data)
+        if "exclude" in self.cfg.prepare or not self.cfg.decontaminate:
+            return prepare
+        return _build_prepare({**data, "exclude": self.exclude_section(prepare)})
+
+    def exclude_section(self, prepare: PrepareConfig) -> dict[str, Any]:
+        """prepare's `exclude` as plain data: one source per task, language the task reads and evaluation split,
+        named <task>/<lang>/<split>, read as fine-tuning reads it, its path absolute; a path two tasks share is
+        listed once, under the first task's name. A split the study reads (the dev set of a training language,
+        the test set of a test language) is always listed, so a missing one is an error; another language's dev
+        or test set only where it exists. `by: [patient_id]` when a screening source is listed and a corpus's
+        records carry that field (`_has_field`)."""
+        sources: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for task in self.cfg.tasks:
+            for lang in dict.fromkeys(task.train_languages + task.test_languages):
+                for split in EVALUATION_SPLITS:
+                    path = Path(os.path.abspath(self.split(task, lang, split)))
+                    read = lang in (task.train_languages if split == "dev" else task.test_languages)
+                    if str(path) in seen or not (read or path.exists()):
+                        continue
+                    seen.add(str(path))
+                    source = self.reading(task, lang, split)
+                    sources.append({"path": str(path), "format": source.format, "name": f"{task.name}/{lang}/{split}",
+                                    **({"columns": config_to_dict(source.columns)} if source.columns else {}),
+                                    **({"brat": config_to_dict(source.brat)} if source.brat else {})})
+        patients = any(s["format"] in SCREENING_FORMATS for s in sources) and \
+            any(_has_field(c, prepare.corpus_path(c), PATIENT_FIELD) for c in prepare.corpora)
+        return {"sources": sources, "by": [PATIENT_FIELD] if patients else []}
 
     def _pretrain_config(self, name: str, run: PretrainRun, seed: int | None) -> PretrainConfig:
         """One replicate's pretraining config: the recipe, the run's keys, its corpora and mix, its start."""

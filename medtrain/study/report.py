@@ -15,6 +15,7 @@ from medtrain.config import config_to_dict
 from medtrain.io import atomic_open, write_json_atomic, write_text_atomic
 from medtrain.study.compare import Cell, Difference, difference, holm, holm_levels, ner_scores, screening_scores, \
     winner
+from medtrain.study import contamination
 from medtrain.study.config import BASELINE, CompareConfig
 from medtrain.study.plan import Say, Study
 
@@ -326,9 +327,11 @@ def _why_rows(study: Study, comparison: dict[str, Any], analysis: dict[str, Any]
     return rows
 
 
-def _why_section(study: Study, comparison: dict[str, Any], collected: Collected) -> list[str]:
+def _why_section(study: Study, comparison: dict[str, Any], collected: Collected,
+                 exclusions: dict[str, dict[str, Any] | None]) -> list[str]:
     """The gains linked to the measurements that should explain them, with Spearman correlations across the
-    (variant, task, language pair) rows; then NER's per-type gains; then the analysis's own tables."""
+    (variant, task, language pair) rows; then NER's per-type gains; then how much of each test set the raw
+    corpora held before decontamination; then the analysis's own tables."""
     from medtrain.study.analysis import linkage
 
     analysis = json.loads((study.analysis_dir / "analysis.json").read_text(encoding="utf-8"))
@@ -349,7 +352,7 @@ def _why_section(study: Study, comparison: dict[str, Any], collected: Collected)
              "", f"Spearman correlation across the {link['n']} rows: gain vs Δ perplexity {rho['gain_vs_perplexity']} "
                  f"(a gain should come with a drop: negative), gain vs coverage {rho['gain_vs_coverage']}."
                  + (f" {link['caveat']}" if link["caveat"] else ""), "", *_vocabulary_caveat(study),
-             *_per_type_gains(study, collected)]
+             *_per_type_gains(study, collected), *contamination.leak_lines(study, exclusions)]
     text = (study.analysis_dir / "analysis.md").read_text(encoding="utf-8")
     demoted = [("#" + line) if line.startswith("#") else line for line in text.splitlines()]
     plots = [p for p in ("overlap.png", "perplexity.png") if (study.analysis_dir / p).is_file()]
@@ -382,8 +385,9 @@ def _per_type_gains(study: Study, collected: Collected) -> list[str]:
             "runs.", "", *_table(["variant", "task", "train → test", "type", "gain"], sorted(rows)), ""]
 
 
-def _models_section(study: Study) -> list[str]:
-    """Where each model starts, what it read and how it was mixed, and the token share each corpus really had."""
+def _models_section(study: Study, exclusions: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Where each model starts, what it read and how it was mixed, the token share each corpus really had, and
+    what decontamination dropped from its corpora."""
     cfg = study.cfg
     lines = ["## Models", ""]
     if cfg.baseline.model is not None:
@@ -401,8 +405,18 @@ def _models_section(study: Study) -> list[str]:
                      f"{', '.join(f'{c} ({w:g})' for c, w in run.corpora.items())}, sampling {mix}{vocabulary}{seeds}")
     seeds = " ".join(map(str, cfg.seeds))
     lines += ["", f"Fine-tuned on {len(cfg.tasks)} tasks with seeds {seeds}; the table shows mean ± std over runs "
-              "(every pretraining replicate and fine-tuning seed).", "", *_token_share_table(study)]
+              "(every pretraining replicate and fine-tuning seed).", "", *_token_share_table(study),
+              *contamination.removed_lines(study, exclusions)]
     return lines
+
+
+def read_exclusions(study: Study) -> dict[str, dict[str, Any] | None]:
+    """Each model pretrained here -> the `exclusion` of the manifest.json of the shards it reads (None: none)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for model in contamination.models_pretrained_here(study):
+        path = study.shards_for(model) / "manifest.json"
+        out[model] = json.loads(path.read_text(encoding="utf-8")).get("exclusion") if path.is_file() else None
+    return out
 
 
 def _token_share_table(study: Study) -> list[str]:
@@ -463,7 +477,9 @@ def stage_report(study: Study, say: Say) -> str:
     from medtrain.grid.spec import load_grid
 
     grid = load_grid(study.grid_file)
-    inputs = [run.run_dir / "results.json" for run in grid.runs] + [study.analysis_dir / "analysis.json"]
+    shards = {study.shards_for(m) / "manifest.json" for m in study.replicates}
+    inputs = [run.run_dir / "results.json" for run in grid.runs] + [study.analysis_dir / "analysis.json",
+                                                                    *sorted(p for p in shards if p.is_file())]
     summary = study.out / "report.json"
     if _newer(study.report, inputs) and summary.is_file():
         say(f"[5/5] report: {study.report} is complete")
@@ -474,10 +490,12 @@ def stage_report(study: Study, say: Say) -> str:
     table = results_table(study, comparison)
     all_runs = write_results(study.grid_dir).markdown
     plot_differences(comparison, study.out / "differences.png")
-    lines = [f"# Study report: {study.out.name}", "", *_models_section(study), "## Results", "", table,
+    exclusions = read_exclusions(study)
+    lines = [f"# Study report: {study.out.name}", "", *contamination.off_lines(study),
+             *_models_section(study, exclusions), "## Results", "", table,
              *_winners_section(comparison), *_differences_section(comparison, study.cfg.compare),
              *_matrix_section(study, comparison), *_label_space_section(study, collected),
-             *_per_type_section(study, collected), *_why_section(study, comparison, collected),
+             *_per_type_section(study, collected), *_why_section(study, comparison, collected, exclusions),
              "## All fine-tuning runs", "",
              f"From `medtrain results {study.grid_dir}`; its F1, precision and recall are {_F1_WORDS} "
              "(the tables above name each task's own metric):", "", all_runs]

@@ -1,9 +1,11 @@
 """The study's first four stages, in order; each is complete when its own final artifact exists, so a second
 run continues where the first stopped and redoes nothing complete (the report is `medtrain.study.report`):
 
-    1. prepare    corpora -> OUTPUT_DIR/shards/                 complete: manifest.json (prepare writes it last)
+    1. prepare    corpora, less every task's dev and test text (decontaminate) -> OUTPUT_DIR/shards/
                   and per variant with `vocabulary:` its extended tokenizer -> OUTPUT_DIR/vocabulary/<name>/
                   and the corpora tokenized with it -> OUTPUT_DIR/shards-<name>/
+                  complete: manifest.json for this prepare config (prepare checks; the study owns these folders,
+                  so a changed config, exclusion or evaluation file is prepared again)
     2. pretrain   the baseline (when it is pretrained here), then each variant's replicates, parents first,
                   each continuing from its parent -> OUTPUT_DIR/pretrain/<replicate>/
                                                                 complete: export/ newer than the last checkpoint
@@ -52,16 +54,19 @@ def stage_prepare(study: Study, say: Say) -> None:
     extending = [m for m in study.replicates if m != BASELINE and study.cfg.variants[m].vocabulary is not None]
     for model in extending:
         _extend_vocabulary(study, model, say)
-    if (study.shards / "manifest.json").is_file():
-        say(f"[1/5] prepare: {study.shards} is complete")
-    else:
-        say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora -> {study.shards}")
-        prepare(study.prepare)
-    for model in extending:
-        shards = study.shards_for(model)
-        if not (shards / "manifest.json").is_file():
-            say(f"[1/5] prepare: {len(study.prepare.corpora)} corpora with {model}'s tokenizer -> {shards}")
-            prepare(dataclasses.replace(study.prepare, tokenizer=study.tokenizer_for(model), output_dir=shards))
+    # prepare itself decides whether a folder is complete for this config (its signature holds the exclusion's
+    # rule and its sources' bytes) and returns at once when it is; overwrite: these folders are the study's own.
+    own = dataclasses.replace(study.prepare, overwrite=True)
+    corpora = f"{len(study.prepare.corpora)} corpora" + (
+        f" less {len(study.prepare.exclude.sources)} evaluation sources" if study.prepare.exclude else "")
+    for model in [None, *extending]:
+        shards = study.shards if model is None else study.shards_for(model)
+        if (shards / "manifest.json").is_file():
+            say(f"[1/5] prepare: checking {shards} is current")
+        else:
+            say(f"[1/5] prepare: {corpora}" + (f" with {model}'s tokenizer" if model else "") + f" -> {shards}")
+        prepare(own if model is None else
+                dataclasses.replace(own, tokenizer=study.tokenizer_for(model), output_dir=shards))
 
 
 def _extend_vocabulary(study: Study, model: str, say: Say) -> None:
@@ -141,6 +146,7 @@ def stage_pretrain(study: Study, say: Say) -> tuple[list[str], bool]:
     waiting: dict[str, str] = {}
     submitted = False
     for name in study.pretrain:
+        _refuse_other_shards(study, name)
         if run_finished(study.pretrain_dir(name)):
             say(f"[2/5] pretrain {name}: {study.models[name]} is complete")
             continue
@@ -160,6 +166,25 @@ def stage_pretrain(study: Study, say: Say) -> tuple[list[str], bool]:
         submitted = True
         say(f"[2/5] pretrain {name}: submitted SLURM job {jobs[name]}" + (f" (after {after[0]})" if after else ""))
     return list(waiting.values()), submitted
+
+
+def _refuse_other_shards(study: Study, name: str) -> None:
+    """A run whose latest checkpoint streamed other shards than its folder holds now (the corpora, the tokenizer
+    or the evaluation text kept out changed since) is stale, and so is everything fine-tuned from it: the study
+    says so rather than resume it on other data or report a model that read what is now excluded."""
+    from medtrain.data.shards import read_manifest
+
+    checkpoints = study.pretrain_dir(name) / "checkpoints"
+    if not (checkpoints / "latest").is_file():
+        return
+    state = checkpoints / (checkpoints / "latest").read_text().strip() / "rank-00000.json"
+    trained_on = json.loads(state.read_text(encoding="utf-8"))["loader"].get("manifest") if state.is_file() else None
+    shards = study.shards_for(study.model_of[name])
+    if trained_on is not None and trained_on != read_manifest(shards).fingerprint():
+        raise UserError(f"pretraining run {name} streamed other shards than {shards} holds now (its corpora, "
+                        "tokenizer or the evaluation text kept out changed since): it and the fine-tuning runs from "
+                        f"it are stale; remove {study.pretrain_dir(name)} and {study.grid_dir}, or choose a new "
+                        "output_dir, to redo them")
 
 
 # ----------------------------------------------------------------------------- stage 3: finetune (the grid)
