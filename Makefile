@@ -11,7 +11,7 @@ DEMO_DIR    := demo
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.medtrain-installed
 
-.PHONY: setup system-packages test unit integration demo clean-demo bench gpu-wheels
+.PHONY: setup system-packages test check integration demo clean-demo bench gpu-wheels
 
 setup: $(STAMP)
 
@@ -33,8 +33,10 @@ PYTEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q tests -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 
-unit: setup
-	$(PY) -m pytest -q tests/unit
+# The edit-test loop: the unit tests (in-process, no cluster, no DeepSpeed ranks) on the same workers, slowest
+# listed. `make test` is the full suite, and what CI runs.
+check: setup
+	$(PY) -m pytest -q tests/unit -n $(PYTEST_WORKERS) --durations=5
 
 integration: setup
 	$(PY) -m pytest -q tests/integration

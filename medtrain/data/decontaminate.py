@@ -140,15 +140,25 @@ class EvaluationIndex:
     @classmethod
     def build(cls, rule: ExcludeConfig, sources: Sequence[EvaluationSource]) -> EvaluationIndex:
         """One pass over all evaluation words: ids, every window's hash, (hash, document) pairs sorted once."""
-        documents = [(index, found) for index, source in enumerate(sources) for found in map(words, source.texts)]
-        documents = [(index, found) for index, found in documents if found]
-        stream = [*itertools.chain.from_iterable([*found, ""] for _, found in documents)]  # "": id 0, a boundary
-        vocabulary = {w: i for i, w in enumerate(dict.fromkeys(stream), start=1) if w}
-        ids = np.fromiter(map(vocabulary.get, stream, itertools.repeat(0)), dtype=np.uint64, count=len(stream))
-        sizes = np.array([len(found) + 1 for _, found in documents], dtype=np.int64)
+        vocabulary: dict[str, int] = {}
+        pieces: list[np.ndarray] = []  # each document's ids, then a 0: no window spans two documents
+        document_source: list[int] = []
+        for index, source in enumerate(sources):
+            for text in source.texts:
+                found = words(text)
+                if not found:
+                    continue
+                for new in set(found).difference(vocabulary):
+                    vocabulary[new] = len(vocabulary) + 1
+                pieces += [np.fromiter(map(vocabulary.__getitem__, found), dtype=np.uint64, count=len(found)),
+                           np.zeros(1, np.uint64)]
+                document_source.append(index)
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.uint64)
+        sizes = np.array([piece.size + 1 for piece in pieces[::2]], dtype=np.int64)
+        del pieces
         first = np.cumsum(sizes) - sizes
         window_hashes, at = _known_ngrams(ids, rule.ngram)
-        owner = np.repeat(np.arange(len(documents), dtype=np.int64), sizes)[at]
+        owner = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)[at]
         short = np.flatnonzero(sizes - 1 < rule.ngram)  # shorter than n words: one n-gram of all its words
         window_hashes = np.concatenate([window_hashes, *(ngram_hashes(ids[first[d]: first[d] + sizes[d] - 1],
                                                                       int(sizes[d] - 1)) for d in short)])
@@ -159,9 +169,9 @@ class EvaluationIndex:
         distinct[1:] = (flat[1:] != flat[:-1]) | (owner[1:] != owner[:-1])
         flat, owner = flat[distinct], owner[distinct]
         hashes, starts = np.unique(flat, return_index=True)
-        counts = np.bincount(owner, minlength=len(documents))
+        counts = np.bincount(owner, minlength=sizes.size)
         needed = np.maximum(1, np.ceil(rule.containment * counts - 1e-9)).astype(np.int64)
-        document_source = np.array([index for index, _ in documents], dtype=np.int32)
+        document_source = np.array(document_source, dtype=np.int32)
         hash_index = np.repeat(np.arange(hashes.size), np.diff(np.append(starts, flat.size)))
         source_hashes = [np.unique(hash_index[document_source[owner] == s]) for s in range(len(sources))]
         patients: dict[str, int] = {}
@@ -289,6 +299,10 @@ class ExclusionTally:
         self.dropped: dict[str, dict[str, dict[str, int]]] = {}
         self.coverage: dict[str, dict[str, float]] = {}
         self._covered = np.zeros(index.hashes.size, dtype=bool)
+
+    def matcher(self) -> EvaluationIndex:
+        """The index as each tokenizer worker needs it: without what only this tally reads (raw coverage)."""
+        return dataclasses.replace(self.index, source_hashes=[])
 
     def add(self, corpus: str, match: BatchMatch, lengths: np.ndarray) -> None:
         self._covered[match.covered] = True

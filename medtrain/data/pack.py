@@ -136,7 +136,7 @@ def prepare(cfg: PrepareConfig, config_file: Path | None = None) -> Manifest:
     tmp = out.with_name(f"{out.name}.tmp-{_HOST}-{os.getpid()}")
     try:
         tmp.mkdir(parents=True)
-        with _EncoderPool(cfg, encoder_args, tally.index if tally else None) as encode:
+        with _EncoderPool(cfg, encoder_args, tally.matcher() if tally else None) as encode:
             packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids, tally) for reader in readers]
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))  # shards travel with their tokenizer
         save_resolved(cfg, tmp)
@@ -167,7 +167,7 @@ def measure_overlap(cfg: PrepareConfig, config_file: Path | None = None) -> dict
     from medtrain.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer)  # token counts, as prepare reports them
-    with _EncoderPool(cfg, _encoder_args(tokenizer), tally.index) as encode:
+    with _EncoderPool(cfg, _encoder_args(tokenizer), tally.matcher()) as encode:
         for reader in readers:
             name = reader.corpus.name
             with tqdm(desc=name, unit="doc", disable=None, file=sys.stderr) as bar:
@@ -209,7 +209,8 @@ def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Pat
                    for i, source in enumerate(cfg.exclude.sources)]
     except UserError as exc:
         raise UserError(exc.format(), config_file) from None
-    return ExclusionTally(EvaluationIndex.build(cfg.exclude, sources), sources, cfg.exclude)
+    index = EvaluationIndex.build(cfg.exclude, sources)
+    return ExclusionTally(index, [dataclasses.replace(s, texts=[]) for s in sources], cfg.exclude)  # texts: done
 
 
 # ----------------------------------------------------------------------------- tokenizing
