@@ -94,6 +94,27 @@ def test_report_has_table_winners_differences_matrix_and_analysis(demo: Demo) ->
     assert clinical["model"]["init"] == str(NAMED / "pretrain" / "baseline" / "export")
 
 
+def test_decontamination_kept_out_exactly_the_planted_evaluation_text(demo: Demo) -> None:
+    """The sample's clinical corpora hold copies of test documents and notes of test patients
+    (contamination.json); the study excluded every task's dev and test sets, so exactly those went, and the
+    report says what each model's corpora lost and what the raw corpora held of each test set."""
+    from medtrain.data.shards import read_manifest
+
+    planted = json.loads((demo.root / "demo" / "data" / "contamination.json").read_text(encoding="utf-8"))
+    exclusion = read_manifest(demo.out / "shards").exclusion
+    dropped = {corpus: sum(d["documents"] for d in sources.values())
+               for corpus, sources in exclusion["dropped"].items()}
+    assert dropped == {corpus: len(planted.get(corpus, [])) for corpus in dropped}
+    assert all(dropped[corpus] > 0 for corpus in planted)
+    assert exclusion["rule"]["by"] == ["patient_id"]
+    report = (demo.out / "report.md").read_text(encoding="utf-8")
+    assert "Decontamination was off" not in report
+    assert "What decontamination kept out" in report
+    clinical = sum(dropped[c] for c in planted if exclusion["dropped"][c])  # the clinical variant reads these
+    row = next(line for line in report.splitlines() if line.startswith("| all evaluation sources |"))
+    assert f"{clinical:,} / " in row, row
+
+
 def test_running_again_redoes_nothing_and_a_lost_run_is_the_only_one_redone(demo: Demo) -> None:
     out = demo.out
     results = sorted((out / "grid" / "runs").glob("*/results.json"))
