@@ -160,7 +160,7 @@ def _print_results(folder: Path) -> int:
     written = write_results(folder)
     print(written.markdown)
     print(f"{written.runs} finished runs; wrote {', '.join(str(p) for p in written.files)}")
-    print(f"compare runs: tensorboard --logdir {folder / 'tensorboard'} (HParams tab)")
+    print(f"compare runs: tensorboard --logdir {folder} (HParams tab)")
     return 0
 
 

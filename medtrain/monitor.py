@@ -51,7 +51,9 @@ def truncate_history(path: Path, last_step: int) -> None:
 class Monitor:
     """Rank 0 writes; other ranks get a Monitor that does nothing, so callers need no rank checks."""
 
-    def __init__(self, run_dir: Path, rank: int, start_step: int, total_steps: int, progress: bool = True):
+    def __init__(self, run_dir: Path, rank: int, start_step: int, total_steps: int, progress: bool = True,
+                 events_dir: Path | None = None):
+        """events_dir: where the TensorBoard events go; default run_dir/tensorboard."""
         self.enabled = rank == 0
         if not self.enabled:
             return
@@ -62,7 +64,8 @@ class Monitor:
         truncate_history(self.history_path, start_step)
         self._history = self.history_path.open("a", encoding="utf-8")
         # purge_step hides events from steps after the checkpoint that a killed run had already logged.
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        self.writer = SummaryWriter(log_dir=str(events_dir or run_dir / "tensorboard"),
+                                    purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not progress)
 
     def log(self, step: int, prefix: str, metrics: dict[str, float]) -> None:

@@ -10,7 +10,7 @@ evaluates every test language separately. The run folder:
 
     config.yaml       the resolved config
     history.jsonl     train/loss, train/learning_rate, train/epoch and eval/<dev metric> by step (the
-                      Hugging Face Trainer's names); the same scalars in tensorboard/
+                      Hugging Face Trainer's names); the same scalars in tensorboard/ (or tensorboard_dir)
     checkpoint/       last.pt (model, optimizer, schedule, RNG, epoch) and best-eNNN.pt (best weights so far);
                       deleted once results.json is written
     cache/            tokenized features, keyed by tokenizer fingerprint and file checksums (see cache_dir)

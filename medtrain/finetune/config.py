@@ -228,6 +228,9 @@ class FinetuneConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     cache_dir: Path | None = None
     """Tokenized features; default <output_dir>/cache. Give runs one shared folder to tokenize once for all."""
+    tensorboard_dir: Path | None = None
+    """TensorBoard events; default <output_dir>/tensorboard. A grid sets GRID_DIR/tensorboard/<the run's name>, so
+    that TensorBoard lists each run once, by name (medtrain/grid/tensorboard.py)."""
     save_model: bool = False
     """Also write the best epoch's model and tokenizer to <output_dir>/model."""
     progress: bool = True

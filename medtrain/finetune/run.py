@@ -63,7 +63,8 @@ def finetune(cfg: FinetuneConfig) -> int:
     if state["epoch"]:
         print(f"resuming {out} after epoch {state['epoch']} of {t.epochs}", file=sys.stderr)
     # 8. Monitor: TensorBoard scalars and history.jsonl (events after the checkpoint are dropped).
-    monitor = Monitor(out, 0, state["step"], steps_per_epoch * t.epochs, progress=cfg.progress)
+    monitor = Monitor(out, 0, state["step"], steps_per_epoch * t.epochs, progress=cfg.progress,
+                      events_dir=cfg.tensorboard_dir)
     predict = make_predict(model, t.eval_batch_size, tokenizer.pad_token_id, device)
     model.train()
     for epoch in range(state["epoch"], t.epochs):

@@ -5,15 +5,18 @@ Besides the row's model, task and languages, the table shows only the config key
 the runs (dora's rule): a grid over learning rates gets a train.lr column, one over seeds gets none (seeds are
 what the mean and std are taken over). Where one task and language pair has several rows, the best mean F1
 is marked (bold in markdown, best=true in CSV). Written to DIR/results.md and DIR/results.csv, with PNG plots
-in DIR/plots/ and TensorBoard HParams summaries in DIR/tensorboard/hparams/ (beside a grid's readable run
-names, medtrain/grid/tensorboard.py; never over a run's own curves). Only numbers and names: no text.
+in DIR/plots/ and each run's TensorBoard HParams session beside its own curves (medtrain/grid/hparams.py; a
+grid run's are GRID_DIR/tensorboard/<name>, medtrain/grid/tensorboard.py). Only numbers and names: no text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
+import os
+import shutil
 from pathlib import Path
 
 from medtrain.errors import UserError
@@ -22,7 +25,8 @@ from medtrain.grid.plots import write_plots
 from medtrain.grid.table import METRICS, Table, build_table, cell, find_run_dirs, load_run
 from medtrain.io import write_text_atomic
 
-HPARAMS = Path("tensorboard", "hparams")
+OLD_HPARAMS = Path("tensorboard", "hparams")
+"""Where earlier versions wrote the sessions, apart from the curves (each run listed twice): removed."""
 
 # ----------------------------------------------------------------------------- rendering
 
@@ -86,6 +90,10 @@ def write_results(folder: Path) -> Written:
     write_text_atomic(folder / "results.md", markdown)
     write_text_atomic(folder / "results.csv", to_csv(table))
     plots = write_plots(table, folder / "plots")
-    write_hparams(runs, table, folder, folder / HPARAMS)
-    return Written(len(runs), markdown, [folder / "results.md", folder / "results.csv", *plots,
-                                         folder / HPARAMS])
+    if (folder / OLD_HPARAMS).is_dir():
+        shutil.rmtree(folder / OLD_HPARAMS)
+        with contextlib.suppress(OSError):  # left empty (not a grid's, which holds the runs' events)
+            (folder / OLD_HPARAMS).parent.rmdir()
+    sessions = write_hparams(runs, table)
+    under = Path(os.path.commonpath([p.parent for p in sessions]))  # a grid's: GRID_DIR/tensorboard
+    return Written(len(runs), markdown, [folder / "results.md", folder / "results.csv", *plots, under])

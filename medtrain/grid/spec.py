@@ -29,8 +29,10 @@ absolute here, so jobs find them from any directory. Each run's config is built 
 unknown key or a bad value is one error before anything is submitted.
 
 A run's signature is a short hash of its resolved config without the keys that do not change what it computes
-(output_dir, cache_dir, progress), with paths absolute and languages sorted: two ways of writing the same run
-get one signature and one folder, GRID_DIR/runs/<signature>/, and run once (dora's rule).
+(output_dir, cache_dir, progress, tensorboard_dir), with paths absolute and languages sorted: two ways of writing
+the same run get one signature and one folder, GRID_DIR/runs/<signature>/, and run once (dora's rule). People
+see a run by its name (medtrain/grid/names.py: `clinical · ner-ro · ro→es+nl+ro · seed 1`), and TensorBoard
+by its events folder of that name, GRID_DIR/tensorboard/<name>/ (medtrain/grid/tensorboard.py).
 """
 
 from __future__ import annotations
@@ -51,11 +53,15 @@ from medtrain.config import apply_override, build_config, config_to_dict, parse_
     resolve_config_path
 from medtrain.errors import UserError
 from medtrain.finetune import RESULTS, FinetuneConfig
+from medtrain.grid.names import folder_name, run_names
 
 SIGNATURE_LENGTH = 10
-NOT_IN_SIGNATURE = ("output_dir", "cache_dir", "progress")
+NOT_IN_SIGNATURE = ("output_dir", "cache_dir", "progress", "tensorboard_dir")
 """Where a run writes and whether it draws a progress bar: the same run either way."""
-SET_BY_GRID = ("output_dir",)
+SET_BY_GRID = ("output_dir", "tensorboard_dir")
+EVENTS_KEY = "tensorboard_dir"
+EVENTS_FOLDER = "tensorboard"
+"""GRID_DIR/tensorboard/<run name>: each run's TensorBoard events (its config's tensorboard_dir)."""
 
 
 @dataclasses.dataclass
@@ -82,7 +88,10 @@ class Run:
     params: dict[str, Any]
     """The axis and combination values that made this run (for tables)."""
     config: dict[str, Any]
-    """The resolved FinetuneConfig as plain data, output_dir = GRID_DIR/runs/<signature>."""
+    """The resolved FinetuneConfig as plain data, output_dir = GRID_DIR/runs/<signature>, tensorboard_dir =
+    GRID_DIR/tensorboard/<name as a folder> (where FinetuneConfig has it)."""
+    name: str
+    """What people see it as (medtrain/grid/names.py), unique in the grid."""
 
     @property
     def run_dir(self) -> Path:
@@ -158,11 +167,13 @@ def _check_axes(spec: GridSpec, lines: dict[str, int], source: Path) -> None:
             if key in spec.axes:
                 raise UserError(f"combos.{i}.{key}: also an axis; give its values in one place", source, where)
             if key in SET_BY_GRID:
-                raise UserError(f"combos.{i}.{key}: set by the grid (GRID_DIR/runs/<signature>)", source, where)
+                raise UserError(f"combos.{i}.{key}: set by the grid ({_SET_TO[key]})", source, where)
     for key in SET_BY_GRID:
         if key in spec.axes:
-            raise UserError(f"axes.{key}: set by the grid (GRID_DIR/runs/<signature>)", source,
-                            lines.get(f"axes.{key}"))
+            raise UserError(f"axes.{key}: set by the grid ({_SET_TO[key]})", source, lines.get(f"axes.{key}"))
+
+
+_SET_TO = {"output_dir": "GRID_DIR/runs/<signature>", "tensorboard_dir": "GRID_DIR/tensorboard/<run name>"}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -212,7 +223,7 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> Grid:
     grid_dir = Path(os.path.abspath(spec.grid_dir))
     base["output_dir"] = str(grid_dir / "runs")  # each run's own folder is set once its signature is known
     where = _Origins(source, lines, base_source, base_lines, spec)
-    runs: dict[str, Run] = {}
+    runs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # signature -> (params, config)
     duplicates = 0
     for i, (params, run_data) in enumerate(expand(base, spec.axes, spec.combos)):
         cfg = canonical(where.build(run_data, params, i))
@@ -222,8 +233,19 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> Grid:
             continue
         cfg = dataclasses.replace(cfg, output_dir=grid_dir / "runs" / sig, progress=False,
                                   cache_dir=cfg.cache_dir or grid_dir / "cache")
-        runs[sig] = Run(sig, params, config_to_dict(cfg))
-    return Grid(source, spec, grid_dir, list(runs.values()), duplicates)
+        runs[sig] = (params, config_to_dict(cfg))
+    return Grid(source, spec, grid_dir, _named(runs, grid_dir), duplicates)
+
+
+def _named(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]], grid_dir: Path) -> list[Run]:
+    """Names depend on the grid's other runs (what varies among a task's runs), so they come once all are known;
+    each run's events go to the folder of its name."""
+    names = run_names([config for _, config in runs.values()], list(runs))
+    named = []
+    for (sig, (params, config)), name in zip(runs.items(), names):
+        config = {**config, EVENTS_KEY: str(grid_dir / EVENTS_FOLDER / folder_name(name, sig))}
+        named.append(Run(sig, params, config, name))
+    return named
 
 
 class _Origins:

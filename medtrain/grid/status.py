@@ -18,7 +18,6 @@ from medtrain.cluster.jobs import PENDING, REQUEUED, RUNNING, SlurmJob, failure_
 from medtrain.finetune import RESULTS
 from medtrain.grid.records import load_jobs
 from medtrain.grid.spec import Grid, Run
-from medtrain.grid.table import describe, run_labels
 from medtrain.io import pid_alive
 
 COMPLETED, FAILED, NOT_SUBMITTED = "completed", "failed", "not submitted"
@@ -87,12 +86,10 @@ def grid_status(grid: Grid) -> list[RunStatus]:
 
 
 def format_status(statuses: list[RunStatus]) -> str:
-    """A text table, one run a line: the parameters that tell it apart from the grid's other runs (named as in
-    the results table), its state and job; then the counts."""
-    header = ("run", "state", "job", "params", "detail")
-    labels = run_labels([describe(s.run.config, s.run.run_dir) for s in statuses])
-    rows = [(s.run.signature, s.state, s.job_id or "-", label or "-", s.detail)
-            for s, label in zip(statuses, labels)]
+    """A text table, one run a line: its name (medtrain/grid/names.py), state, job and signature (its folder,
+    GRID_DIR/runs/<signature>), then why it failed or waits; then the counts."""
+    header = ("run", "state", "job", "signature", "detail")
+    rows = [(s.run.name, s.state, s.job_id or "-", s.run.signature, s.detail) for s in statuses]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
              for row in [header, *rows]]

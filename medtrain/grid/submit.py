@@ -3,7 +3,8 @@
 Idempotent: a run whose results.json exists is skipped, and so is one whose job is still pending, running or
 requeued (grid.status); everything else (never submitted, failed, cancelled) is launched. Running `submit`
 again after failures therefore launches exactly the runs that are missing. A model or data path that does not
-exist is one error before anything is launched; every submission refreshes the readable TensorBoard names.
+exist is one error before anything is launched; every submission puts each run's TensorBoard events in the
+folder of its name (medtrain/grid/tensorboard.py). Progress lines name runs as `medtrain grid status` does.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
         collapsed = f" ({grid.duplicates} duplicate combinations collapsed)" if grid.duplicates else ""
         say(f"{len(grid.runs)} runs{collapsed}: {complete} complete, {live} pending or running, "
             f"{len(todo)} to launch")
-        link_runs(grid)
+        link_runs(grid, statuses)
         if not todo:
             return []
         check_inputs(grid, todo)
@@ -165,7 +166,8 @@ def _run_locally(grid: Grid, runs: list[Run], say: Print) -> None:
             if reason:
                 records[run.signature]["reason"] = reason
                 save_jobs(grid.grid_dir, records)
-            say(f"[{done}/{len(runs)}] {run.signature}: {'failed: ' + reason if reason else 'completed'}")
+            outcome = f"failed: {reason}; log {logs / run.signature}.log" if reason else "completed"
+            say(f"[{done}/{len(runs)}] {run.name}: {outcome}")
 
 
 def _local_worker(task: FinetuneTask, log: Path) -> str | None:

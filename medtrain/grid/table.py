@@ -1,5 +1,5 @@
 """A results table from run folders, without plotting or torch: which runs, which columns differ, which
-row is best. `results.py` renders it; `medtrain grid status` names runs with `run_labels`.
+row is best. `results.py` renders it; `names.py` names single runs from the same configs.
 
 Besides the row's model, task and languages, the table shows only the config keys whose values differ across
 the runs (dora's rule): a grid over learning rates gets a train.lr column, one over seeds gets none (seeds are
@@ -23,8 +23,13 @@ from medtrain.errors import UserError
 from medtrain.finetune import RESULTS
 
 METRICS = ("f1", "precision", "recall")
-NOT_PARAMETERS = {"output_dir", "cache_dir", "progress", "model", "task", "train.seed"}
+EXPORT = "export"
+"""The folder a pretraining run writes its model to (RUN_DIR/export): a model is named by its run."""
+NOT_PARAMETERS = {"output_dir", "cache_dir", "progress", "tensorboard_dir", "model", "task", "train.seed"}
 """Bookkeeping, and what each row names anyway (model, task) or averages over (the seed)."""
+EVENTS = "tensorboard"
+"""A run's TensorBoard events: RUN_DIR/tensorboard, or the config's tensorboard_dir where it has one (a grid's
+runs: GRID_DIR/tensorboard/<the run's name>, medtrain/grid/tensorboard.py)."""
 SPLIT_PATHS = ("data.train.", "data.dev.", "data.test.")
 """Named by the row's languages; shown only where they tell apart runs that would otherwise be averaged."""
 
@@ -42,6 +47,8 @@ class RunResult:
     scores: dict[str, dict[str, float | None]]
     """Evaluation language -> test metric -> value (no metrics yet for a run that has not finished)."""
     dev_f1: float | None
+    events_dir: Path
+    """Where the run's TensorBoard events are (EVENTS)."""
 
 
 @dataclasses.dataclass
@@ -105,21 +112,25 @@ def describe(config: dict[str, Any], run_dir: Path, scores: dict[str, dict[str, 
     params["dev"] = "+".join(config["data"]["dev"])
     tests = {lang: {} for lang in config["data"]["test"]}
     return RunResult(run_dir, str(config["model"]), config["task"], "+".join(config["data"]["train"]),
-                     config["train"]["seed"], params, tests if scores is None else scores, dev_f1)
+                     config["train"]["seed"], params, tests if scores is None else scores, dev_f1,
+                     Path(config.get("tensorboard_dir") or run_dir / EVENTS))
 
 
 # ----------------------------------------------------------------------------- the table
 
 
 def short_names(paths: Sequence[str]) -> dict[str, str]:
-    """The shortest path endings that still tell the models apart (…/mbert/export vs …/mbert-med/export)."""
+    """The shortest path endings that still tell the models apart, a pretraining run's export/ folder named by
+    its run (…/pretrain/clinical/export -> clinical; …/mbert/export vs …/mbert-med/export -> mbert, mbert-med)."""
     unique = sorted(set(paths))
-    depth = 1
-    while True:
-        names = {p: "/".join(Path(p).parts[-depth:]) for p in unique}
-        if len(set(names.values())) == len(unique) or depth >= max(len(Path(p).parts) for p in unique):
-            return names
-        depth += 1
+    full = {p: Path(p).parts for p in unique}
+    trimmed = {p: parts[:-1] if len(parts) > 1 and parts[-1] == EXPORT else parts for p, parts in full.items()}
+    for split in (trimmed, full):  # the full paths where trimming makes two alike (…/m and …/m/export)
+        for depth in range(1, max(len(parts) for parts in split.values()) + 1):
+            names = {p: "/".join(parts[-depth:]) for p, parts in split.items()}
+            if len(set(names.values())) == len(unique):
+                return names
+    return {p: p for p in unique}
 
 
 def differing_columns(runs: Sequence[RunResult]) -> list[str]:
@@ -189,22 +200,6 @@ def _mark_best(rows: list[Row]) -> None:
         if len(leaders) < len(cell):  # a cell where every row ties has no best
             for row in leaders:
                 row.best = True
-
-
-# ----------------------------------------------------------------------------- naming runs
-
-
-def run_labels(runs: Sequence[RunResult]) -> list[str]:
-    """One short name per run, of what tells it apart from the others (model, task, training -> test
-    languages, seed, then the table's differing columns), e.g. `mbert-med ner es→es+ro seed=0 train.lr=5e-05`.
-    For `medtrain grid status` and the grid's readable TensorBoard names; a lone run is named in full."""
-    models = short_names([r.model for r in runs])
-    columns = differing_columns(runs) if len(runs) > 1 else []
-    parts = [[models[r.model], r.task, f"{r.train}→{'+'.join(r.scores)}", f"seed={r.seed}",
-              *(f"{c}={cell(r.params[c])}" if c in r.params else "" for c in columns)] for r in runs]
-    shown = [i for i in range(4) if len(runs) == 1 or len({p[i] for p in parts}) > 1] + \
-        list(range(4, 4 + len(columns)))
-    return [" ".join(p[i] for i in shown if p[i]) for p in parts]  # a key a run lacks is left out of its name
 
 
 def cell(value: Any) -> str:

@@ -78,6 +78,7 @@ def test_grid_runs_get_folders_named_by_signature(tmp_path: Path, monkeypatch: p
         cfg = build_config(FinetuneConfig, run.config)  # what the job rebuilds
         assert signature(cfg) == run.signature
     assert [r.params for r in grid.runs] == [{"train.seed": s} for s in (0, 1, 2)]
+    assert [r.name for r in grid.runs] == [f"mbert · ner-es · es→es+ro · seed {s}" for s in (0, 1, 2)]
 
 
 # ----------------------------------------------------------------------------- signatures
@@ -201,7 +202,8 @@ def test_bad_grid_on_the_command_line_exits_2_and_submits_nothing(tmp_path: Path
 
 def make_run(tmp_path: Path, name: str, complete: bool = False, seed: int = 0) -> Run:
     config = config_to_dict(finetune_config({**BASE, "train": {"seed": seed}}))
-    run = Run(name, {"train.seed": seed}, {**config, "output_dir": str(tmp_path / "runs" / name)})
+    run = Run(name, {"train.seed": seed}, {**config, "output_dir": str(tmp_path / "runs" / name)},
+              f"mbert · ner-es · es→es+ro · seed {seed}")
     if complete:
         run.run_dir.mkdir(parents=True)
         (run.run_dir / "results.json").write_text("{}")
@@ -311,16 +313,17 @@ def test_a_resubmitted_run_keeps_its_earlier_job_ids(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- status lines, paths, TensorBoard
 
 
-def test_status_names_each_run_by_what_differs(tmp_path: Path) -> None:
+def test_status_names_each_run_once_with_its_signature_apart(tmp_path: Path) -> None:
     runs = [make_run(tmp_path, "a", seed=0), make_run(tmp_path, "b", seed=1)]
     lines = format_status([RunStatus(run, NOT_SUBMITTED, None, "") for run in runs]).splitlines()
-    assert lines[1].split() == ["a", "not", "submitted", "-", "seed=0"]  # not the whole nested config
-    assert lines[2].split()[-1] == "seed=1"
+    assert re.split(r"\s{2,}", lines[0]) == ["run", "state", "job", "signature", "detail"]
+    assert re.split(r"\s{2,}", lines[1]) == ["mbert · ner-es · es→es+ro · seed 0", "not submitted", "-", "a"]
     grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.lr": [1e-5, 2e-5]}, combos=[
         {"data.train": "data/ner/es/train"}, {"data.train": "data/ner/ro/train"}])))
-    labels = [re.split(r"\s{2,}", line)[3] for line in format_status(grid_status(grid)).splitlines()[1:-1]]
-    assert labels == ["es→es+ro train.lr=1e-05", "es→es+ro train.lr=2e-05", "ro→es+ro train.lr=1e-05",
-                      "ro→es+ro train.lr=2e-05"]
+    rows = [re.split(r"\s{2,}", line) for line in format_status(grid_status(grid)).splitlines()[1:-1]]
+    assert [row[0] for row in rows] == [f"mbert · ner-{lang} · {lang}→es+ro · seed 0 · train.lr={lr}"
+                                        for lang in ("es", "ro") for lr in ("1e-05", "2e-05")]
+    assert [row[3] for row in rows] == [run.signature for run in grid.runs]
 
 
 def test_grid_status_imports_no_torch(tmp_path: Path) -> None:
@@ -385,31 +388,95 @@ def test_a_failed_local_run_makes_grid_submit_exit_nonzero(tmp_path: Path) -> No
                             text=True, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 runs: 1 failed" in result.stdout
+    progress = next(line for line in result.stdout.splitlines() if line.startswith("[1/1] "))  # named as in status
+    assert re.fullmatch(r"\[1/1\] model · ner-es · es→es\+ro · seed 0: failed: .*; log .*/local/[0-9a-f]{10}\.log",
+                        progress), progress
 
 
-def test_tensorboard_lists_grid_runs_by_readable_name(tmp_path: Path) -> None:
-    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+def tensorboard_runs(folder: Path) -> list[str]:
+    """What `tensorboard --logdir FOLDER` lists, by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(folder))
+    return sorted(multiplexer.Runs())
+
+
+def start_run(run: Run, config: dict[str, Any] | None = None) -> None:
+    """What a started run leaves: its config.yaml, and TensorBoard events where its config says."""
     from torch.utils.tensorboard import SummaryWriter
 
+    config = config or run.config
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with SummaryWriter(config.get("tensorboard_dir") or str(run.run_dir / "tensorboard")) as writer:
+        writer.add_scalar("train/loss", 1.0, 1)
+
+
+def test_tensorboard_lists_each_grid_run_once_by_name(tmp_path: Path) -> None:
     from medtrain.grid.tensorboard import link_runs
 
-    spec = write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]}))
-    grid = load_grid(spec)
-    links = link_runs(grid)  # before the runs start: dangling links, which TensorBoard skips
-    assert sorted(p.name for p in links.values()) == ["seed0", "seed1"]
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]})))
+    names = [f"mbert · ner-es · es→es+ro · seed {s}" for s in (0, 1)]
+    assert [r.config["tensorboard_dir"] for r in grid.runs] == [str(grid.grid_dir / "tensorboard" / n) for n in names]
+    assert link_runs(grid) == {r.signature: grid.grid_dir / "tensorboard" / n for r, n in zip(grid.runs, names)}
     for run in grid.runs:
-        with SummaryWriter(str(run.run_dir / "tensorboard")) as writer:
-            writer.add_scalar("train/loss", 1.0, 1)
-    multiplexer = EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(grid.grid_dir))
-    multiplexer.Reload()
-    runs = set(multiplexer.Runs())
-    assert {"tensorboard/seed0", "tensorboard/seed1"} <= runs
-    assert {f"runs/{run.signature}/tensorboard" for run in grid.runs} <= runs
-    assert "train/loss" in multiplexer.GetAccumulator("tensorboard/seed1").Tags()["tensors"]
-    # Idempotent; a run no longer in the grid loses its link, other files are left alone.
-    (grid.grid_dir / "tensorboard" / "hparams").mkdir()
-    assert link_runs(grid) == links
-    link_runs(load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0]}))))
-    names = sorted(p.name for p in (grid.grid_dir / "tensorboard").iterdir())
-    assert names == ["hparams", "mbert_ner_es-to-es+ro_seed0"]  # a lone run: named in full
+        start_run(run)
+    assert tensorboard_runs(grid.grid_dir) == [f"tensorboard/{n}" for n in names]  # once each, not by signature
+    assert tensorboard_runs(tmp_path) == [f"grid/tensorboard/{n}" for n in names]  # a study's folder
+    link_runs(grid)  # idempotent
+    assert tensorboard_runs(grid.grid_dir) == [f"tensorboard/{n}" for n in names]
+
+
+def test_earlier_layouts_and_renamed_runs_move_their_events(tmp_path: Path) -> None:
+    """Events in RUN_DIR/tensorboard with a link to them (each run listed twice), or under a name the grid no
+    longer gives the run: moved to the folder of its name, config.yaml updated, so a resumed run goes on
+    there; a run with a live job is left as it is until it ends."""
+    from medtrain.grid.tensorboard import link_runs
+
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1]})))
+    for run in grid.runs:
+        start_run(run, {k: v for k, v in run.config.items() if k != "tensorboard_dir"})
+    (grid.grid_dir / "tensorboard").mkdir()
+    (grid.grid_dir / "tensorboard" / "seed0").symlink_to(f"../runs/{grid.runs[0].signature}/tensorboard")
+    (grid.grid_dir / "tensorboard" / "notes.txt").write_text("kept")
+    assert len(tensorboard_runs(grid.grid_dir)) == 3
+    link_runs(grid)
+    names = [f"tensorboard/mbert · ner-es · es→es+ro · seed {s}" for s in (0, 1)]
+    assert tensorboard_runs(grid.grid_dir) == names
+    assert (grid.grid_dir / "tensorboard" / "notes.txt").read_text() == "kept"
+    for run in grid.runs:
+        assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["tensorboard_dir"] == \
+            run.config["tensorboard_dir"]
+    # A learning-rate axis: the names gain train.lr=; seed 1's job is running, so it keeps its folder for now.
+    wider = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1], "train.lr": [3e-5, 1e-4]})))
+    assert {r.signature for r in grid.runs} <= {r.signature for r in wider.runs}
+    statuses = grid_status(wider)
+    statuses = [RunStatus(s.run, RUNNING, "7_1", "") if s.run.signature == grid.runs[1].signature else s
+                for s in statuses]
+    link_runs(wider, statuses)
+    assert tensorboard_runs(grid.grid_dir) == ["tensorboard/mbert · ner-es · es→es+ro · seed 0 · train.lr=3e-05",
+                                               names[1]]
+    link_runs(wider, grid_status(wider))  # it has ended
+    assert tensorboard_runs(grid.grid_dir) == [f"{names[s]} · train.lr=3e-05" for s in (0, 1)]
+
+
+def test_a_run_taking_over_a_name_does_not_write_into_another_runs_curves(tmp_path: Path) -> None:
+    """A changed base learning rate: new signatures, the same names. The old runs' curves move aside to
+    `<name> · <signature>`; the new runs start in folders of their own."""
+    from medtrain.grid.tensorboard import MARKER, link_runs
+
+    old = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0]})))
+    link_runs(old)
+    start_run(old.runs[0])
+    new = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0]})), ["base.train.lr=1e-4"])
+    assert new.runs[0].name == old.runs[0].name and new.runs[0].signature != old.runs[0].signature
+    link_runs(new)
+    name = f"tensorboard/{old.runs[0].name}"
+    assert tensorboard_runs(new.grid_dir) == [f"{name} · {old.runs[0].signature}"]  # its curves, aside
+    assert (new.grid_dir / name / MARKER).read_text().strip() == new.runs[0].signature
+    start_run(new.runs[0])
+    assert tensorboard_runs(new.grid_dir) == [name, f"{name} · {old.runs[0].signature}"]
+    link_runs(old)  # back again: each run's curves in the folder of its name, the other's aside
+    assert tensorboard_runs(new.grid_dir) == [name, f"{name} · {new.runs[0].signature}"]
+    assert (new.grid_dir / name / MARKER).read_text().strip() == old.runs[0].signature

@@ -1,5 +1,6 @@
 """`medtrain results`: fabricated run folders (config.yaml + results.json, as finetune writes them) -> table
-aggregation (mean ± std over seeds), differing columns only, best marked, CSV/markdown, plots, TensorBoard hparams."""
+aggregation (mean ± std over seeds), differing columns only, best marked, CSV/markdown, plots, TensorBoard hparams;
+and the one readable name each grid run goes by (medtrain/grid/names.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import yaml
 
 from medtrain.cli import run as cli
 from medtrain.grid.results import to_csv, to_markdown
-from medtrain.grid.table import build_table, differing_columns, find_run_dirs, load_run, run_labels, short_names
-from medtrain.grid.tensorboard import MAX_NAME, link_name
+from medtrain.grid.hparams import SESSION_FILE
+from medtrain.grid.names import MAX_FOLDER_BYTES, folder_name, run_names
+from medtrain.grid.table import build_table, differing_columns, find_run_dirs, load_run, short_names
 
 
 def fake_run(folder: Path, *, model: str = "/m/mbert", seed: int = 0, lr: float = 3e-5, train: str = "es",
@@ -65,9 +67,9 @@ def test_mean_and_std_over_seeds_with_only_differing_columns(grid_dir: Path) -> 
     assert len(runs) == 12
     table = build_table(runs)
     assert table.columns == ["train.lr"]  # seeds are averaged; cache_dir, output_dir and paths are bookkeeping
-    assert table.models == {"/models/mbert/export": "mbert/export", "/runs/mbert-med/export": "mbert-med/export"}
+    assert table.models == {"/models/mbert/export": "mbert", "/runs/mbert-med/export": "mbert-med"}
     assert len(table.rows) == 2 * 2 * 2
-    row = rows_by(table)[("mbert-med/export", "ro", 5e-5)]
+    row = rows_by(table)[("mbert-med", "ro", 5e-5)]
     values = [0.7 + 0.05 - 0.2 + 0.02 * s for s in (0, 1, 2)]
     assert row.stats["f1"][0] == pytest.approx(statistics.fmean(values))
     assert row.stats["f1"][1] == pytest.approx(statistics.stdev(values))
@@ -78,11 +80,11 @@ def test_mean_and_std_over_seeds_with_only_differing_columns(grid_dir: Path) -> 
 def test_best_model_marked_per_task_and_language_pair(grid_dir: Path) -> None:
     table = build_table([load_run(d) for d in find_run_dirs(grid_dir)])
     best = {(r.model, r.eval, *r.settings) for r in table.rows if r.best}
-    assert best == {("mbert-med/export", "es", 5e-5), ("mbert-med/export", "ro", 5e-5)}
+    assert best == {("mbert-med", "es", 5e-5), ("mbert-med", "ro", 5e-5)}
     markdown = to_markdown(table)
     header, rule, *lines = markdown.splitlines()
     assert header == "| model | task | train → eval | train.lr | runs | F1 | precision | recall |"
-    winner = next(line for line in lines if "mbert-med/export | ner | es → es | 5e-05" in line)
+    winner = next(line for line in lines if "| mbert-med | ner | es → es | 5e-05" in line)
     assert "**0.760 ± 0.010**" in winner and "| 3 |" in winner
     assert sum(line.count("**") for line in lines if line.startswith("|")) == 4
 
@@ -90,7 +92,7 @@ def test_best_model_marked_per_task_and_language_pair(grid_dir: Path) -> None:
 def test_csv_has_one_row_per_group_with_numbers(grid_dir: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(to_csv(build_table([load_run(d) for d in find_run_dirs(grid_dir)])))))
     assert len(rows) == 8
-    row = next(r for r in rows if r["model"] == "mbert/export" and r["eval"] == "es" and r["train.lr"] == "3e-05")
+    row = next(r for r in rows if r["model"] == "mbert" and r["eval"] == "es" and r["train.lr"] == "3e-05")
     assert (row["train"], row["runs"], row["seeds"], row["best"]) == ("es", "3", "0 1 2", "false")
     assert float(row["f1_mean"]) == pytest.approx(0.61) and float(row["f1_std"]) == pytest.approx(0.01)
 
@@ -127,14 +129,20 @@ def test_dev_languages_show_only_where_they_do_not_follow_training(tmp_path: Pat
 
 
 def test_short_model_names() -> None:
-    assert short_names(["/a/x/export", "/a/y/export"]) == {"/a/x/export": "x/export", "/a/y/export": "y/export"}
+    """A pretraining run's export/ is named by its run, as the study names its models."""
+    assert short_names(["/a/x/export", "/a/y/export"]) == {"/a/x/export": "x", "/a/y/export": "y"}
+    assert short_names(["/s/pretrain/clinical/export"]) == {"/s/pretrain/clinical/export": "clinical"}
     assert short_names(["/models/mbert"]) == {"/models/mbert": "mbert"}
+    assert short_names(["/a/x/mbert", "/b/x/mbert"]) == {"/a/x/mbert": "a/x/mbert", "/b/x/mbert": "b/x/mbert"}
+    assert short_names(["/a/m", "/a/m/export"]) == {"/a/m": "m", "/a/m/export": "export"}  # alike once trimmed
 
 
 def test_results_command_writes_tables_plots_and_hparams(grid_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Each run's HParams session is written beside its curves (its events folder), so TensorBoard lists it once."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import metadata
 
+    (grid_dir / "tensorboard" / "hparams" / "r00").mkdir(parents=True)  # where earlier versions wrote them
     assert cli(["results", str(grid_dir)]) == 0
     out = capsys.readouterr().out
     assert "| model | task | train → eval | train.lr |" in out and "12 finished runs" in out
@@ -142,57 +150,95 @@ def test_results_command_writes_tables_plots_and_hparams(grid_dir: Path, capsys:
     assert (grid_dir / "results.csv").read_text(encoding="utf-8").startswith("model,task,train,eval,train.lr,")
     for name in ("heatmap-ner.png", "bars-ner.png"):
         assert (grid_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tensorboard = grid_dir / "tensorboard" / "hparams"
-    root = EventAccumulator(str(tensorboard))
-    root.Reload()
-    experiment = metadata.parse_experiment_plugin_data(root.PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG])
-    assert {h.name for h in experiment.hparam_infos} == {"model", "task", "train", "seed", "train.lr"}
-    assert {m.name.tag for m in experiment.metric_infos} == {"test/f1_es", "test/f1_ro", "eval/f1"}
-    sessions = sorted(p for p in tensorboard.iterdir() if p.is_dir())
-    assert [p.name for p in sessions] == [f"r{k:02d}" for k in range(12)]
-    events = EventAccumulator(str(sessions[-1]))
-    events.Reload()
+    assert not (grid_dir / "tensorboard").exists()
+    sessions = sorted(grid_dir.glob(f"runs/*/tensorboard/{SESSION_FILE}"))
+    assert [p.parts[-3] for p in sessions] == [f"r{k:02d}" for k in range(12)]
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(grid_dir))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == [f"runs/r{k:02d}/tensorboard" for k in range(12)]  # each once, no extras
+    events = multiplexer.GetAccumulator("runs/r11/tensorboard")
     start = metadata.parse_session_start_info_plugin_data(
         events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
-    assert start.hparams["model"].string_value == "mbert-med/export" and start.hparams["seed"].number_value == 2
+    assert start.hparams["model"].string_value == "mbert-med" and start.hparams["seed"].number_value == 2
     assert start.hparams["train.lr"].number_value == pytest.approx(5e-5)
+    assert start.hparams["signature"].string_value == "r11"  # a grid run's folder: its signature
     assert events.Scalars("test/f1_es")[0].value == pytest.approx(0.77)
-    # Run again: the summaries are replaced, not appended to.
+    assert events.Scalars("eval/best_f1")[0].value == pytest.approx(0.7)
+    # Run again: the same bytes, so nothing is rewritten and nothing is appended.
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sessions}
     assert cli(["results", str(grid_dir)]) == 0
-    assert sorted(p.name for p in tensorboard.iterdir() if p.is_dir()) == [p.name for p in sessions]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sessions} == before
+    assert sorted(grid_dir.glob(f"runs/*/tensorboard/*")) == sessions
 
 
-def test_results_of_a_single_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_session_beside_curves_keeps_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The session comes at the run's last step: TensorBoard's Python reader drops every event from a step on
+    when an earlier step follows it, and a session at step 0 would drop the run's curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
     run_dir = fake_run(tmp_path / "run")
-    (run_dir / "tensorboard").mkdir()
-    (run_dir / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"curves")  # the run's own, kept
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:  # the run's own curves, steps 1..3
+        for step in (1, 2, 3):
+            writer.add_scalar("train/loss", 1.0 / step, step)
+    (run_dir / "history.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     assert cli(["results", str(run_dir)]) == 0
     assert "| mbert | ner | es → ro | 1 | 0.500 |" in capsys.readouterr().out
-    assert (run_dir / "results.csv").is_file() and (run_dir / "tensorboard" / "hparams" / "run").is_dir()
-    assert (run_dir / "tensorboard" / "events.out.tfevents.1.host").read_bytes() == b"curves"
+    assert (run_dir / "results.csv").is_file()
+    files = sorted(p.name for p in (run_dir / "tensorboard").iterdir())
+    assert len(files) == 2 and files[-1] == SESSION_FILE  # read after the run's own
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("test/f1_ro")] == [3]
 
 
-def test_run_labels_name_runs_by_what_differs(tmp_path: Path) -> None:
-    runs = [load_run(fake_run(tmp_path / f"r{seed}{lr}", seed=seed, lr=lr)) for seed in (0, 1) for lr in (1e-5, 2e-5)]
-    assert run_labels(runs) == ["seed=0 train.lr=1e-05", "seed=0 train.lr=2e-05", "seed=1 train.lr=1e-05",
-                                "seed=1 train.lr=2e-05"]
-    assert run_labels(runs[:1]) == ["mbert ner es→es+ro seed=0"]  # a lone run: named in full
+def _config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
 
-def test_a_key_only_some_runs_have_is_left_out_of_the_others_names(tmp_path: Path) -> None:
-    """A screening run has no NER labels: its name does not carry `labels.keep=` with nothing after it, and a
-    name too long for a file system keeps its run apart by the signature."""
-    ner = fake_run(tmp_path / "ner", task="ner")
-    config = yaml.safe_load((ner / "config.yaml").read_text(encoding="utf-8"))
-    config["labels"] = {"keep": ["CHEM"] * 40}
-    (ner / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    screening = fake_run(tmp_path / "screening", task="screening")
-    labels = run_labels([load_run(ner), load_run(screening)])
-    assert labels[0].startswith("ner ") and "labels.keep=" in labels[0]
-    assert labels[1].startswith("screening") and "labels" not in labels[1]
-    long_name = link_name(labels[0], "9f71d98d76")
-    assert len(long_name) == MAX_NAME and long_name.endswith("..._9f71d98d76")
-    assert link_name("mbert ner es→es+ro seed=0", "9f71d98d76") == "mbert_ner_es-to-es+ro_seed0"
+def test_run_names_say_model_task_languages_seed_and_what_varies_in_the_task(tmp_path: Path) -> None:
+    configs = [_config(fake_run(tmp_path / f"r{seed}{lr}", model="/s/pretrain/clinical/export", seed=seed, lr=lr))
+               for seed in (0, 1) for lr in (1e-5, 2e-5)]
+    configs.append(_config(fake_run(tmp_path / "nl", model="/s/pretrain/clinical/export", train="nl")))
+    names = run_names(configs, [f"sig{i}" for i in range(len(configs))])
+    assert names == ["clinical · ner-es · es→es+ro · seed 0 · train.lr=1e-05",
+                     "clinical · ner-es · es→es+ro · seed 0 · train.lr=2e-05",
+                     "clinical · ner-es · es→es+ro · seed 1 · train.lr=1e-05",
+                     "clinical · ner-es · es→es+ro · seed 1 · train.lr=2e-05",
+                     "clinical · ner-nl · nl→es+ro · seed 0"]  # its task's runs have one learning rate
+    assert run_names(configs[:1], ["sig0"]) == ["clinical · ner-es · es→es+ro · seed 0"]  # a lone run: the same
+
+
+def test_run_names_are_unique_and_keep_keys_of_other_kinds_out(tmp_path: Path) -> None:
+    """Runs that would share a name (one kind and language, other data) get what tells them apart, the signature
+    as a last resort; a NER run does not carry screening keys, nor a screening run NER's labels."""
+    v1, v2 = (_config(fake_run(tmp_path / v, test_root=f"/data/{v}")) for v in ("v1", "v2"))
+    assert run_names([v1, v2], ["a", "b"]) == [
+        "mbert · ner-es · es→es+ro · seed 0 · data.test.es=/data/v1/es/test · data.test.ro=/data/v1/ro/test",
+        "mbert · ner-es · es→es+ro · seed 0 · data.test.es=/data/v2/es/test · data.test.ro=/data/v2/ro/test"]
+    long_a = {**v1, "data": {**v1["data"], "test": {"es": "/" + "x" * 60 + "/a/es"}}}
+    long_b = {**v1, "data": {**v1["data"], "test": {"es": "/" + "y" * 60 + "/a/es"}}}
+    assert run_names([long_a, long_b], ["a", "b"]) == [  # paths shortened alike: the signatures tell them apart
+        "mbert · ner-es · es→es · seed 0 · data.test.es=…/a/es · a", "mbert · ner-es · es→es · seed 0 · "
+        "data.test.es=…/a/es · b"]
+    ner = {**v1, "labels": {"keep": ["CHEM"]}, "screening": {"stride": 1}}
+    screening = {**v1, "task": "screening", "labels": None, "screening": {"stride": 2}}
+    other = {**screening, "screening": {"stride": 3}}
+    names = run_names([ner, screening, other], ["a", "b", "c"])
+    assert names == ["mbert · ner-es · es→es+ro · seed 0", "mbert · screening-es · es→es+ro · seed 0 · "
+                     "screening.stride=2", "mbert · screening-es · es→es+ro · seed 0 · screening.stride=3"]
+
+
+def test_folder_names_are_the_names_made_safe(tmp_path: Path) -> None:
+    assert folder_name("clinical · ner-ro · ro→es+nl+ro · seed 1", "9f71d98d76") == \
+        "clinical · ner-ro · ro→es+nl+ro · seed 1"
+    assert folder_name("a/x · ner-es · es→es · seed 0 · data.dev=…/es/dev", "s") == \
+        "a-x · ner-es · es→es · seed 0 · data.dev=…-es-dev"
+    long_name = folder_name("mbert · ner-es · es→es · seed 0 · labels.keep=" + "→" * 100, "9f71d98d76")
+    assert len(long_name.encode()) <= MAX_FOLDER_BYTES and long_name.endswith("… · 9f71d98d76")
+    (tmp_path / long_name).mkdir()  # the file system takes it
 
 
 def test_grid_modules_import_one_way() -> None:
