@@ -4,19 +4,24 @@
 MinJobAge, 300 s by default); PENDING after a restart is "requeued". Once squeue no longer lists a job, the
 reason it ended comes from its logs: the traceback submitit pickled as the job's result (its last line), else
 the last `slurmstepd: error: *** ... ***` line of the job's log (cancelled, time limit), else the state squeue
-last showed.
+last showed. A run's own RUN_DIR/failed.json (record_failure, written by the task that ran it) comes before
+all of these: several runs may share one array task, its logs and its result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pickle
 import re
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from medtrain.errors import UserError
+from medtrain.io import write_json_atomic
 
 PENDING, RUNNING, REQUEUED = "pending", "running", "requeued"
 LIVE = (PENDING, RUNNING, REQUEUED)
@@ -26,6 +31,9 @@ SLURM_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED",
 SLURM_REQUEUED = {"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 SQUEUE_FIELDS = "JobArrayID:64,State:24,RestartCnt:8,Reason:200"
 REASON_CHARS = 300
+FAILED_FILE = "failed.json"
+"""RUN_DIR/failed.json: why one run of an array task (or local process) failed, written by the task itself
+(several runs share a task, its logs and its result pickle): {"reason": one line, "job_id": ..., "time": ...}."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +137,31 @@ def job_log_paths(log_folder: Path, job_id: str) -> tuple[Path, Path]:
 
     paths = JobPaths(log_folder, job_id, 0)
     return paths.result_pickle, paths.stderr
+
+
+def record_failure(run_dir: Path, reason: str) -> None:
+    """In the task, as the run fails: RUN_DIR/failed.json, atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job_id = f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else os.environ.get("SLURM_JOB_ID")
+    write_json_atomic(run_dir / FAILED_FILE, {"reason": reason, "job_id": job_id,
+                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def recorded_failure(run_dir: Path) -> str | None:
+    """The reason in RUN_DIR/failed.json; None without one."""
+    path = run_dir / FAILED_FILE
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["reason"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return f"unreadable {path}"
+
+
+def clear_failure(run_dir: Path) -> None:
+    """When the run is launched again."""
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
 
 
 def failure_reason(log_folder: Path, job_id: str, job: SlurmJob | None) -> str | None:

@@ -95,6 +95,8 @@ def submit_pretrain(config: str | Path, overrides: Sequence[str] = (), resources
     Logs go to `folder` (default OUTPUT_DIR/slurm). `after`: job ids that must end well first (afterok).
     """
     res = (resources or SlurmResources()).with_defaults(PRETRAIN)
+    if res.runs_per_task is not None:
+        raise UserError("slurm.runs_per_task: fine-tuning grids only; a pretraining run is one job")
     executor.check_extra(res.extra)
     config_path = resolve_config_path(config).resolve()
     cfg = load_config(PretrainConfig, config_path, list(overrides))

@@ -14,14 +14,17 @@ The spec (YAML; every key below, `medtrain/configs/grid-demo.yaml` is an example
     combos:                            # ... crossed with each of these explicit combinations
       - {data.train: data/ner/es/train, data.dev: data/ner/es/dev}
       - {data.train: {es: data/ner/es/train, ro: data/ner/ro/train}, data.dev: data/ner/es/dev}
-    executor: slurm                    # or local: this machine, local_parallelism runs at a time
+    executor: slurm                    # or local: this machine, local_parallelism processes at a time
     local_parallelism: 1
+    local_runs_per_process: 4          # runs one after another in each local process (start-up paid once)
     array_parallelism: 16              # array tasks running at once
     slurm: {partition: gpu, time_min: 120, cpus_per_task: 8, gpus_per_task: 1, mem_gb: 32,
             account: null, qos: null, constraint: null, signal_delay_s: 120, max_timeouts: 3,
+            runs_per_task: 4,          # runs one after another in each array task (start-up paid once)
             extra: {exclude: node07}}  # extra: any other submitit SLURM parameter (sbatch option, `_` for `-`)
                                        # medtrain.cluster.SlurmResources; left out: cpus_per_task 1,
-                                       # signal_delay_s 120, max_timeouts 3 (one run is one task on one node)
+                                       # signal_delay_s 120, max_timeouts 3, runs_per_task 4 (one task on
+                                       # one node; its runs one after another)
 
 Axis and combination keys are dotted config keys (`train.lr`), as in `medtrain finetune CONFIG k=v`. Paths in
 the base config and in values are relative to the current directory, as for `medtrain finetune`; they are made
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtrain.cluster.executor import check_extra
-from medtrain.cluster.resources import FINETUNE, SlurmResources
+from medtrain.cluster.resources import FINETUNE, RUNS_PER_TASK, SlurmResources
 from medtrain.config import apply_override, build_config, config_to_dict, parse_override, read_yaml, \
     resolve_config_path
 from medtrain.errors import UserError
@@ -72,13 +75,18 @@ class GridSpec:
     combos: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     executor: Literal["slurm", "local"] = "slurm"
     local_parallelism: int = 1
+    """Local processes at a time; the CPU cores are shared out among them."""
+    local_runs_per_process: int = RUNS_PER_TASK
+    """Runs one after another in each local process (libraries imported once); 1: a fresh process per run.
+    The default and why: medtrain.cluster.resources.RUNS_PER_TASK."""
     array_parallelism: int = 16
     slurm: SlurmResources = dataclasses.field(default_factory=SlurmResources)
-    """What each array task (one run) asks for; fields left null take the fine-tuning defaults (FINETUNE)."""
+    """What each array task (slurm.runs_per_task runs, one after another) asks for; fields left null take the
+    fine-tuning defaults (FINETUNE)."""
 
     def __post_init__(self) -> None:
-        if self.local_parallelism < 1 or self.array_parallelism < 1:
-            raise ValueError("local_parallelism and array_parallelism must be >= 1")
+        if self.local_parallelism < 1 or self.array_parallelism < 1 or self.local_runs_per_process < 1:
+            raise ValueError("local_parallelism, local_runs_per_process and array_parallelism must be >= 1")
         self.slurm = self.slurm.with_defaults(FINETUNE)
 
 

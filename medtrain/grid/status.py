@@ -2,8 +2,12 @@
 not submitted. The sources, in order:
 
 1. GRID_DIR/runs/<signature>/results.json: finetune writes it last, atomically -> completed, whatever else says.
-2. jobs.json names the run's job; medtrain.cluster.jobs tells where that job stands (squeue, no sacct).
-3. A job that has ended without results.json failed; the reason comes from its logs (medtrain.cluster.jobs).
+2. jobs.json names the run's job (an array task may hold several runs, done one after another);
+   medtrain.cluster.jobs tells where that job stands (squeue, no sacct). A run whose task is running but
+   which has not started yet (no config.yaml in its folder) behind earlier runs of the task is pending.
+3. A run that failed inside its task wrote RUN_DIR/failed.json: once the task has ended, failed with that
+   reason (while the task goes on with its other runs, the task's state, the reason in the detail).
+4. A job that has ended without results.json failed; the reason comes from its logs (medtrain.cluster.jobs).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medtrain.cluster.jobs import PENDING, REQUEUED, RUNNING, SlurmJob, failure_reason, find_job, job_log_paths, \
-    query_squeue, slurm_state
+    query_squeue, recorded_failure, slurm_state
 from medtrain.finetune import RESULTS
 from medtrain.grid.records import load_jobs
 from medtrain.grid.spec import Grid, Run
@@ -48,11 +52,19 @@ def run_status(run: Run, record: dict[str, Any] | None, jobs: dict[str, SlurmJob
         return _local_status(run, record)
     job = find_job(jobs, job_id)
     state = slurm_state(job) if job else None
+    failed = recorded_failure(run.run_dir)
     if state is not None:
         notes = [f"restarted {job.restarts}x"] if job.restarts else []
+        if failed:
+            notes.insert(0, f"failed, its task goes on: {failed}")
+        elif state == RUNNING and record.get("task_position") and not (run.run_dir / "config.yaml").is_file():
+            state = PENDING
+            notes.append("after earlier runs of its task")
         if state != RUNNING and job.reason not in ("", "None"):
             notes.append(job.reason)  # why it waits: JobArrayTaskLimit, Resources, BeginTime, ...
         return RunStatus(run, state, job_id, "; ".join(notes))
+    if failed:
+        return RunStatus(run, FAILED, job_id, failed)
     reason = failure_reason(log_folder, job_id, job) or \
         f"ended without {RESULTS}; see {job_log_paths(log_folder, job_id)[1]}"
     if reason.endswith("DUE TO JOB REQUEUE"):
@@ -66,6 +78,9 @@ def run_status(run: Run, record: dict[str, Any] | None, jobs: dict[str, SlurmJob
 
 def _local_status(run: Run, record: dict[str, Any]) -> RunStatus:
     job = f"local:{record.get('pid')}"
+    failed = recorded_failure(run.run_dir)
+    if failed and not pid_alive(record.get("pid")):
+        return RunStatus(run, FAILED, job, failed)
     if record.get("reason"):
         return RunStatus(run, FAILED, job, record["reason"])
     if pid_alive(record.get("pid")):

@@ -12,15 +12,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
-import sys
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
 
 from medtrain.cluster import executor
 from medtrain.cluster.finetune_task import FinetuneTask
-from medtrain.cluster.jobs import LIVE, find_job, query_squeue, slurm_state, traceback_reason
+from medtrain.cluster.jobs import LIVE, clear_failure, find_job, query_squeue, recorded_failure, slurm_state
 from medtrain.config import build_config
 from medtrain.errors import UserError
 from medtrain.finetune import FinetuneConfig
@@ -56,6 +53,8 @@ def submit_grid(grid: Grid, say: Print = print) -> list[Run]:
         if not todo:
             return []
         check_inputs(grid, todo)
+        for run in todo:  # an earlier attempt's reason would otherwise outlive this one
+            clear_failure(run.run_dir)
         if grid.spec.executor == "slurm":
             _submit_array(grid, todo, say)
         else:
@@ -108,30 +107,45 @@ class _Unreadable(Exception):
     """A run's data does not read: its own run reports why."""
 
 
+def chunks(runs: list[Run], size: int) -> list[list[Run]]:
+    """Runs in spec order, `size` to a task (the last may hold fewer)."""
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
 def _submit_array(grid: Grid, runs: list[Run], say: Print) -> None:
+    """One array task per slurm.runs_per_task runs; every run's record names its task's job id (`<array>_<index>`,
+    shared by the task's runs) and, with several runs a task, its place in the task's order."""
     res = grid.spec.slurm
     log_folder = grid.grid_dir / LOG_FOLDER
     params = executor.parameters(res, JOB_NAME, slurm_gpus_per_task=res.gpus_per_task or None,
                                  slurm_array_parallelism=grid.spec.array_parallelism)
-    tasks = [FinetuneTask(run.config, res.cpus_per_task) for run in runs]
+    groups = chunks(runs, res.runs_per_task or 1)
+    tasks = [FinetuneTask([run.config for run in group], res.cpus_per_task) for group in groups]
     jobs = executor.submit(log_folder, params, res.max_timeouts, tasks, local_hint=", or set executor: local")
     records = load_jobs(grid.grid_dir)
-    for run, job in zip(runs, jobs):
-        records[run.signature] = new_record(records.get(run.signature), executor="slurm", job_id=job.job_id)
+    for group, job in zip(groups, jobs):
+        for position, run in enumerate(group):
+            place = {"task_position": position} if len(group) > 1 else {}
+            records[run.signature] = new_record(records.get(run.signature), executor="slurm", job_id=job.job_id,
+                                                **place)
     save_jobs(grid.grid_dir, records)
     array = jobs[0].job_id.split("_")[0]
+    per_task = f" in {len(jobs)} tasks ({res.runs_per_task} a task, one after another)" \
+        if len(groups) < len(runs) else ""
     if len(jobs) > 1:
-        say(f"submitted SLURM array {array}: {len(jobs)} runs, at most {grid.spec.array_parallelism} at a time; "
-            f"logs: {log_folder}/{array}_<index>_0_log.out|err")
+        say(f"submitted SLURM array {array}: {len(runs)} runs{per_task}, at most "
+            f"{grid.spec.array_parallelism} at a time; logs: {log_folder}/{array}_<index>_0_log.out|err")
     else:  # submitit sends a single task as a plain job
-        say(f"submitted SLURM job {array}: 1 run; logs: {log_folder}/{array}_0_log.out|err")
+        runs_text = f"{len(runs)} runs, one after another" if len(runs) > 1 else "1 run"
+        say(f"submitted SLURM job {array}: {runs_text}; logs: {log_folder}/{array}_0_log.out|err")
     say(f"watch with: medtrain grid status {grid.source}")
 
 
 def cancel_grid(grid: Grid) -> list[str]:
     """scancel the grid's live SLURM jobs (every submission's, including runs no longer in the spec)."""
     records = load_jobs(grid.grid_dir)
-    ids = [r["job_id"] for r in records.values() if r.get("executor") == "slurm"]
+    # each job once: the runs of one task share its job id
+    ids = list(dict.fromkeys(r["job_id"] for r in records.values() if r.get("executor") == "slurm"))
     jobs = query_squeue(ids)
     live = [job_id for job_id in ids if (job := find_job(jobs, job_id)) and slurm_state(job) is not None]
     if live:
@@ -145,45 +159,41 @@ def cancel_grid(grid: Grid) -> list[str]:
 
 
 def _run_locally(grid: Grid, runs: list[Run], say: Print) -> None:
-    """`local_parallelism` runs at a time in fresh processes; each run's output in GRID_DIR/local/<sig>.log."""
+    """`local_parallelism` fresh processes at a time, each doing `local_runs_per_process` runs one after
+    another; each run's output in GRID_DIR/local/<sig>.log."""
     records = load_jobs(grid.grid_dir)
     for run in runs:
         records[run.signature] = new_record(records.get(run.signature), executor="local", pid=os.getpid())
     save_jobs(grid.grid_dir, records)
-    workers = min(grid.spec.local_parallelism, len(runs))
+    groups = chunks(runs, grid.spec.local_runs_per_process)
+    workers = min(grid.spec.local_parallelism, len(groups))
     threads = max(1, (os.cpu_count() or 1) // workers)
     logs = grid.grid_dir / LOCAL_LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    say(f"running {len(runs)} runs here, {workers} at a time ({threads} threads each); logs in {logs}")
+    per_process = f", {grid.spec.local_runs_per_process} per process" if len(groups) < len(runs) else ""
+    say(f"running {len(runs)} runs here, {workers} at a time ({threads} threads each{per_process}); logs in {logs}")
+    done = 0
     # spawn: a fresh interpreter per worker, not a fork of this one's state.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_local_worker, FinetuneTask(run.config, threads), logs / f"{run.signature}.log"): run
-                   for run in runs}
-        for done, future in enumerate(as_completed(futures), 1):
-            run = futures[future]
+        futures = {pool.submit(_local_worker, FinetuneTask([run.config for run in group], threads, logs)): group
+                   for group in groups}
+        for future in as_completed(futures):
             error = future.exception()
-            reason = future.result() if error is None else f"worker process died ({error.__class__.__name__})"
-            if reason:
-                records[run.signature]["reason"] = reason
-                save_jobs(grid.grid_dir, records)
-            outcome = f"failed: {reason}; log {logs / run.signature}.log" if reason else "completed"
-            say(f"[{done}/{len(runs)}] {run.name}: {outcome}")
+            for run in futures[future]:
+                done += 1
+                reason = None if run.complete else recorded_failure(run.run_dir) or \
+                    (f"worker process died ({error.__class__.__name__})" if error else "ended without results")
+                if reason:
+                    records[run.signature]["reason"] = reason
+                    save_jobs(grid.grid_dir, records)
+                outcome = f"failed: {reason}; log {logs / run.signature}.log" if reason else "completed"
+                say(f"[{done}/{len(runs)}] {run.name}: {outcome}")
 
 
-def _local_worker(task: FinetuneTask, log: Path) -> str | None:
-    """Runs in a pool process: the run's stdout and stderr (file descriptors, so libraries' too) go to its
-    log; returns None, or why it failed in one line."""
-    with open(log, "a") as f:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+def _local_worker(task: FinetuneTask) -> None:
+    """Runs in a pool process; the task records each failed run in its folder (failed.json) and sends each
+    run's output to its log."""
     try:
         task()
-    except Exception:  # any failure of one run is reported, and the others go on
-        traceback.print_exc()
-        return traceback_reason(traceback.format_exc())
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return None
+    except Exception:  # already recorded per run
+        pass

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from medtrain.cluster.resources import SlurmResources
+from medtrain.cluster.resources import RUNS_PER_TASK, SlurmResources
 from medtrain.data.mixing import Sampling
 from medtrain.data.ner_format import LabelConfig
 from medtrain.data.vocab_extension import VocabularyConfig
@@ -129,11 +129,14 @@ class LocalConfig:
     ranks: int | None = None
     """Processes per pretraining run (deepspeed --num_gpus N); None: one per GPU, else 2 CPU ranks (1 per core)."""
     finetune_parallelism: int = 2
-    """Fine-tuning runs at a time; the CPU cores are shared out among them."""
+    """Fine-tuning processes at a time; the CPU cores are shared out among them."""
+    runs_per_process: int = RUNS_PER_TASK
+    """Fine-tuning runs one after another in each of those processes (libraries imported once); 1: a fresh
+    process per run. The grid spec's local_runs_per_process; the default and why: RUNS_PER_TASK."""
 
     def __post_init__(self) -> None:
-        if (self.ranks is not None and self.ranks < 1) or self.finetune_parallelism < 1:
-            raise ValueError("local.ranks and local.finetune_parallelism must be >= 1")
+        if (self.ranks is not None and self.ranks < 1) or self.finetune_parallelism < 1 or self.runs_per_process < 1:
+            raise ValueError("local.ranks, local.finetune_parallelism and local.runs_per_process must be >= 1")
 
 
 @dataclasses.dataclass
@@ -142,7 +145,7 @@ class SlurmConfig:
     """Per pretraining job (nodes, gpus_per_node or tasks_per_node, ...); a job stopped by its time limit
     requeues itself and resumes from its last checkpoint."""
     finetune: SlurmResources = dataclasses.field(default_factory=SlurmResources)
-    """Per fine-tuning run (one array task); the grid spec's `slurm` section."""
+    """Per fine-tuning array task (runs_per_task runs, one after another); the grid spec's `slurm` section."""
     array_parallelism: int = 16
     """Fine-tuning array tasks running at once."""
 

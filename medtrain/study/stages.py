@@ -207,6 +207,7 @@ def grid_spec(study: Study, after: Sequence[str]) -> dict[str, Any]:
     return {"grid_dir": str(study.grid_dir), "base": {},
             "axes": {"model": [str(p) for p in study.models.values()], "train.seed": list(cfg.seeds)},
             "combos": combos, "executor": cfg.executor, "local_parallelism": cfg.local.finetune_parallelism,
+            "local_runs_per_process": cfg.local.runs_per_process,
             "array_parallelism": cfg.slurm.array_parallelism,
             "slurm": {**config_to_dict(cfg.slurm.finetune), "extra": extra}}
 

@@ -140,7 +140,8 @@ def array_grid(slurm_cluster, data: Path, models: list[Path], tmp_path_factory: 
         "axes": {"model": [str(m) for m in models]},
         "combos": [{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 0, "train.epochs": 1},
                    {"train.seed": 2, "data.dev": str(data / EMPTY_DEV)}],
-        "array_parallelism": 2, "slurm": {"partition": slurm_cluster.partition, "time_min": 10}})
+        "array_parallelism": 2, "slurm": {"partition": slurm_cluster.partition, "time_min": 10,
+                                          "runs_per_task": 1}})  # one run a task (several: test_runs_per_task_...)
     grid = load_grid(spec)
     try:
         out = subprocess.run([sys.executable, str(REPO / "launchers" / "finetune_grid.py"), str(spec)],
@@ -288,13 +289,55 @@ def test_time_limit_and_scontrol_requeue_resume_without_repeating_epochs(
     assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", limited_log)
 
 
+def test_runs_per_task_share_one_task_and_a_requeue_resumes_the_run_it_was_in(
+        slurm_cluster, data: Path, models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Four runs one after another in one task (runs_per_task: 4), requeued with `scontrol requeue` once its
+    second run has saved an epoch: the restarted task skips the runs it completed, resumes the one it was in
+    after its last saved epoch and does the rest; every run's epochs are trained once. (submitit ignores the
+    requeue's SIGTERM, so the task goes on until SIGKILL: the run it was in is the second or a later one.)"""
+    epochs = 40  # ~8 s a run: still in the middle of the task when the SIGKILL comes
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", {
+        "grid_dir": str(tmp_path / "grid"), "base": base_config(data, models[0], epochs=epochs),
+        "axes": {"train.seed": [0, 1, 2, 3]},
+        "slurm": {"partition": slurm_cluster.partition, "time_min": 10, "runs_per_task": 4}}))
+    first, second, *_ = grid.runs
+    try:
+        assert medtrain(["grid", "submit", str(grid.source)]) == 0
+        assert ": 4 runs, one after another; logs:" in capsys.readouterr().out
+        records = load_jobs(grid.grid_dir)
+        [job] = {records[r.signature]["job_id"] for r in grid.runs}  # one task holds all four
+        statuses = wait_for(grid, lambda _: (second.run_dir / "checkpoint" / "last.pt").is_file(),
+                            "save an epoch of its second run")
+        subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, timeout=60)
+        assert first.complete, format_status(statuses)
+        # the last run waits behind the task's earlier runs: pending, while the task runs
+        assert (statuses[3].state, statuses[3].detail) == ("pending", "after earlier runs of its task")
+        statuses = wait_for(grid, lambda st: any(s.state == REQUEUED for s in st), "show the task as requeued")
+        assert not all(s.run.complete for s in statuses), "the task finished before it was killed"
+        statuses = wait_for(grid, lambda st: all(s.state == COMPLETED for s in st), "complete")
+    finally:
+        cancel_grid(grid)
+    assert medtrain(["grid", "status", str(grid.source)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1] == "4 runs: 4 completed" and sum(f" {job} " in line for line in table) == 4
+    log = "".join(p.read_text() for p in (grid.grid_dir / "slurm").glob(f"{job}_0_log.*"))
+    resumed = re.findall(rf"resuming (\S+) after epoch [1-9]\d* of {epochs}", log)
+    assert "DUE TO JOB REQUEUE" in log and len(resumed) == 1 and resumed[0] != str(first.run_dir), log[-3000:]
+    assert "already complete" not in log  # the restarted task skipped its complete runs itself
+    for run in grid.runs:
+        steps = dev_steps(run.run_dir)
+        assert steps == [steps[0] * e for e in range(1, epochs + 1)], run.name  # every epoch once
+        assert json.loads((run.run_dir / "results.json").read_text())["epochs"] == epochs
+
+
 def test_local_executor_runs_the_same_grid_here(data: Path, models: list[Path], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """executor: local: two runs at a time in fresh processes on this machine; a failure is recorded."""
+    """executor: local: two processes at a time on this machine, two runs one after another in the first; a
+    failure is recorded and the process goes on with its next run."""
     spec = write_grid(tmp_path / "grid.yaml", {
         "grid_dir": str(tmp_path / "grid"), "base": base_config(data, models[0], epochs=1),
-        "combos": [{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2, "data.dev": str(data / EMPTY_DEV)}],
-        "executor": "local", "local_parallelism": 2})
+        "combos": [{"train.seed": 2, "data.dev": str(data / EMPTY_DEV)}, {"train.seed": 0}, {"train.seed": 1}],
+        "executor": "local", "local_parallelism": 2, "local_runs_per_process": 2})
     assert medtrain(["grid", "submit", str(spec)]) == 1  # a run failed
     out = capsys.readouterr().out
     assert "3 runs: 0 complete, 0 pending or running, 3 to launch" in out and "2 at a time" in out

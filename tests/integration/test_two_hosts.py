@@ -143,7 +143,8 @@ def test_a_fine_tuning_grid_array_runs_on_both_hosts(two_host_cluster, reference
                           "test": {"es": str(ner / "test")}},
                  "train": {"epochs": 1, "lr": 3e-3, "batch_size": 8, "max_length": 32}, "eval": {"bootstrap": 20}},
         "combos": [{"train.seed": 0}, {"train.seed": 1}],
-        "array_parallelism": 2, "slurm": {"partition": two_host_cluster.partition, "time_min": 10}}))
+        "array_parallelism": 2, "slurm": {"partition": two_host_cluster.partition, "time_min": 10,
+                                          "runs_per_task": 1}}))  # one run a task: a task per host
     grid = load_grid(spec)
     try:
         output = run([sys.executable, str(REPO / "launchers" / "finetune_grid.py"), str(spec)])

@@ -480,3 +480,112 @@ def test_a_run_taking_over_a_name_does_not_write_into_another_runs_curves(tmp_pa
     link_runs(old)  # back again: each run's curves in the folder of its name, the other's aside
     assert tensorboard_runs(new.grid_dir) == [name, f"{name} · {new.runs[0].signature}"]
     assert (new.grid_dir / name / MARKER).read_text().strip() == old.runs[0].signature
+
+
+# ----------------------------------------------------------------------------- several runs per task
+
+
+def test_runs_per_task_and_per_process_default_and_validation(tmp_path: Path) -> None:
+    from medtrain.cluster.resources import RUNS_PER_TASK
+
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path)))
+    assert grid.spec.slurm.runs_per_task == RUNS_PER_TASK > 1 and grid.spec.local_runs_per_process == RUNS_PER_TASK
+    one = load_grid(write_grid(tmp_path, grid_body(tmp_path)), ["slurm.runs_per_task=1", "local_runs_per_process=1"])
+    assert one.spec.slurm.runs_per_task == 1 and one.spec.local_runs_per_process == 1
+    for override, message in (("slurm.runs_per_task=0", "slurm.runs_per_task must be >= 1"),
+                              ("local_runs_per_process=0", "local_runs_per_process")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_grid(write_grid(tmp_path, grid_body(tmp_path)), [override])
+
+
+def test_study_settings_of_runs_per_task_and_per_process() -> None:
+    from medtrain.cluster.resources import SlurmResources
+    from medtrain.study.config import LocalConfig
+
+    assert LocalConfig(runs_per_process=2).runs_per_process == 2
+    with pytest.raises(ValueError, match="runs_per_process"):
+        LocalConfig(runs_per_process=0)
+    assert config_to_dict(SlurmResources(runs_per_task=3))["runs_per_task"] == 3  # the grid's slurm section
+
+
+def test_an_array_task_holds_runs_per_task_runs_under_one_job_id(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from medtrain.cluster import executor
+    from medtrain.grid import submit
+
+    grid = load_grid(write_grid(tmp_path, grid_body(tmp_path, axes={"train.seed": [0, 1, 2, 3, 4]},
+                                                    slurm={"runs_per_task": 2})))
+    submitted: list[Any] = []
+
+    class Job:
+        def __init__(self, index: int):
+            self.job_id = f"40_{index}"
+
+    def fake_submit(folder: Path, params: dict[str, Any], max_timeouts: int, tasks: list[Any],
+                    local_hint: str = "") -> list[Job]:
+        submitted.extend(tasks)
+        return [Job(i) for i in range(len(tasks))]
+
+    monkeypatch.setattr(executor, "submit", fake_submit)
+    failed = grid.runs[4].run_dir
+    failed.mkdir(parents=True)
+    (failed / "failed.json").write_text('{"reason": "UserError: earlier"}')
+    lines: list[str] = []
+    submit._submit_array(grid, grid.runs, lines.append)
+    assert [[Path(c["output_dir"]).name for c in task.configs] for task in submitted] == \
+        [[r.signature for r in grid.runs[i:i + 2]] for i in (0, 2, 4)]
+    records = load_jobs(grid.grid_dir)
+    assert [records[r.signature]["job_id"] for r in grid.runs] == ["40_0", "40_0", "40_1", "40_1", "40_2"]
+    assert [records[r.signature].get("task_position") for r in grid.runs] == [0, 1, 0, 1, None]
+    assert lines[0].startswith("submitted SLURM array 40: 5 runs in 3 tasks (2 a task, one after another)")
+    # relaunching a run removes the reason its earlier attempt left
+    monkeypatch.setattr(submit, "grid_status", lambda g: [RunStatus(r, NOT_SUBMITTED, None, "") for r in g.runs])
+    monkeypatch.setattr(submit, "check_inputs", lambda g, runs: None)
+    submit_grid(grid, lines.append)
+    assert not (failed / "failed.json").exists()
+
+
+def test_a_run_failing_inside_a_task_records_why_and_the_others_go_on(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import medtrain.finetune.run
+    from medtrain.cluster.finetune_task import FinetuneTask
+
+    runs = [make_run(tmp_path, name, seed=i) for i, name in enumerate(("a", "b", "c", "d"))]
+    make_run(tmp_path, "a", complete=True)
+    calls: list[str] = []
+
+    def fake_finetune(cfg: FinetuneConfig) -> int:
+        calls.append(cfg.output_dir.name)
+        if cfg.output_dir.name == "b":
+            raise UserError("data.dev: folder not found", Path("/d/x"))
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.output_dir / "results.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(medtrain.finetune.run, "finetune", fake_finetune)
+    task = FinetuneTask([r.config for r in runs], threads=1, log_dir=tmp_path)
+    with pytest.raises(UserError, match=r"1 of 4 runs of this task failed: .*/b \(UserError: /d/x: data.dev"):
+        task()
+    assert calls == ["b", "c", "d"]  # a: complete before (a requeued task skips it); c, d: after b failed
+    assert json.loads((runs[1].run_dir / "failed.json").read_text())["reason"] == \
+        "UserError: /d/x: data.dev: folder not found"
+    assert "folder not found" in (tmp_path / "b.log").read_text()
+    # started again (a requeue): the failed run is not tried again in the same task
+    calls.clear()
+    with pytest.raises(UserError):
+        task()
+    assert calls == []
+    # status: the run's own reason, once its task has ended; before that, the task's state with the reason
+    record = {"executor": "slurm", "job_id": "8_0", "task_position": 1}
+    ended = run_status(runs[1], record, {"8_0": SlurmJob("FAILED", 0, "NonZeroExitCode")}, tmp_path / "slurm")
+    assert (ended.state, ended.detail) == (FAILED, "UserError: /d/x: data.dev: folder not found")
+    live = run_status(runs[1], record, {"8_0": SlurmJob("RUNNING", 0, "None")}, tmp_path / "slurm")
+    assert live.state == RUNNING and live.detail == "failed, its task goes on: UserError: /d/x: data.dev: folder " \
+                                                    "not found"
+    waiting = make_run(tmp_path, "e")
+    behind = run_status(waiting, record, {"8_0": SlurmJob("RUNNING", 0, "None")}, tmp_path / "slurm")
+    assert (behind.state, behind.detail) == (PENDING, "after earlier runs of its task")
+    # one run a task (relaunched: its failed.json removed): its own exception, as before
+    (runs[1].run_dir / "failed.json").unlink()
+    with pytest.raises(UserError, match="^/d/x: data.dev: folder not found"):
+        FinetuneTask(runs[1].config)()
