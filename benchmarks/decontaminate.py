@@ -48,6 +48,8 @@ import tempfile
 import threading
 import time
 
+from prepare_bench import descendants, pss_kb
+
 TARGET = 0.15
 SEQ_LEN = 128
 NGRAM, CONTAINMENT = 13, 0.5
@@ -173,24 +175,6 @@ def job(corpus: str, tokenizer: str, evaluation: str | None, out: str, workers: 
             "dropped": sum(d["documents"] for d in dropped.values()), "parent_peak_rss_mb": round(hwm_kb / 1024, 1)}
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 def _status_kb(pid: int, *keys: str) -> dict[str, int]:
     out = {}
     try:
@@ -202,14 +186,6 @@ def _status_kb(pid: int, *keys: str) -> dict[str, int]:
     except OSError:
         pass
     return out
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration):
-        return 0
 
 
 def run_job(kwargs: dict) -> dict:
@@ -224,11 +200,11 @@ def run_job(kwargs: dict) -> dict:
 
     def sample() -> None:
         while not done.wait(0.02):
-            total = _pss_kb(proc.pid)
-            for pid in _descendants(proc.pid):
+            total = pss_kb(proc.pid)
+            for pid in descendants(proc.pid):
                 hwm = _status_kb(pid, "VmHWM").get("VmHWM", 0)
                 worker_hwm[pid] = max(worker_hwm.get(pid, 0), hwm)
-                total += _pss_kb(pid)
+                total += pss_kb(pid)
             tree_pss[0] = max(tree_pss[0], total)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -143,6 +143,11 @@ def job_baseline(corpus: str, tokenizer: str, out: str, workers: int, seq_len: i
 
 def _tree_pss_kb(root: int) -> int:
     """Summed PSS (shared pages split fairly) of `root` and all its descendants."""
+    return sum(pss_kb(pid) for pid in [root, *descendants(root)])
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (children, theirs, ...), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -152,16 +157,21 @@ def _tree_pss_kb(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    found, todo = [], list(children.get(root, []))
     while todo:
         pid = todo.pop()
+        found.append(pid)
         todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration):
-            pass
-    return total
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """A process's PSS; 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def own_peak() -> dict:

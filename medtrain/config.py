@@ -319,3 +319,18 @@ def save_resolved(cfg: Any, run_dir: str | Path) -> Path:
     path = Path(run_dir) / "config.yaml"
     write_yaml_atomic(path, config_to_dict(cfg))
     return path
+
+
+def path_or_mapping(cls: type[T], value: Any, key: str) -> Path | T:
+    """A path stays a path; a mapping becomes `cls`, its errors naming `key` (a union type would report only
+    "expected a path or a mapping")."""
+    if isinstance(value, (Path, cls)):
+        return value
+    if isinstance(value, str) and value:
+        return Path(value)
+    if isinstance(value, dict):
+        try:
+            return build_config(cls, value)
+        except UserError as exc:
+            raise ValueError(f"{key}.{exc.message}") from None  # the message starts with the wrong key
+    raise ValueError(f"{key}: expected a path or a mapping {{path: ..., format: ...}}")

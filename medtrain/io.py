@@ -72,6 +72,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in name order): a changed input,
+    or an added or removed file, changes it."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def replace_dir_atomic(path: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
     """Build a folder with `fill(tmp_dir)` beside `path`, then swap it in; a failure leaves `path` as it was.
 

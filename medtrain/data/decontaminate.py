@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import logging
 import re
@@ -29,7 +28,7 @@ import numpy as np
 
 from medtrain.data.exclude_config import ExcludeConfig, ExcludeSource, exclusion_identity
 from medtrain.errors import UserError
-from medtrain.io import sha256_file
+from medtrain.io import sha256_path
 
 WORD = re.compile(r"\w+")
 _PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: the polynomial's base
@@ -85,7 +84,7 @@ def read_source(source: ExcludeSource, path: Path, key: str) -> EvaluationSource
                 texts, patients = [d.text or "" for d in read_ner(path, fmt, columns, brat)], set()  # type: ignore[arg-type]
     except UserError as exc:
         raise UserError(f"{key}: {exc.format()}") from None
-    return EvaluationSource(source.label, path, fmt, source_sha256(path), texts, patients)
+    return EvaluationSource(source.label, path, fmt, sha256_path(path), texts, patients)
 
 
 @contextlib.contextmanager
@@ -96,16 +95,6 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def source_sha256(path: Path) -> str:
-    """A file's sha256, or for a folder the sha256 of its files' relative names and sha256s, in name order."""
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
-    return digest.hexdigest()
 
 
 @dataclasses.dataclass

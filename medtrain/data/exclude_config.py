@@ -92,19 +92,10 @@ class ExcludeConfig:
 
 
 def _source(value: Any, key: str) -> ExcludeSource:
-    from medtrain.config import build_config
-    from medtrain.errors import UserError
+    from medtrain.config import path_or_mapping
 
-    if isinstance(value, ExcludeSource):
-        return value
-    if isinstance(value, (str, Path)) and str(value):
-        return ExcludeSource(Path(value))
-    if isinstance(value, dict):
-        try:
-            return build_config(ExcludeSource, value)
-        except UserError as exc:
-            raise ValueError(f"{key}.{exc.message}") from None  # the message starts with the wrong key
-    raise ValueError(f"{key}: expected a path or a mapping {{path: ..., format: ...}}")
+    found = path_or_mapping(ExcludeSource, value, key)
+    return ExcludeSource(found) if isinstance(found, Path) else found
 
 
 def exclusion_identity(entry: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -10,17 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from medtrain.data.tokenizer import fingerprint
-from medtrain.io import sha256_file, write_text_atomic
-
-
-def source_checksum(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents), so a changed input changes the key."""
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path)}\0{sha256_file(file)}\n".encode())
-    return digest.hexdigest()
+from medtrain.io import sha256_file, sha256_path, write_text_atomic
 
 
 class FeatureCache:
@@ -35,7 +25,7 @@ class FeatureCache:
                          **settings}
 
     def get(self, source: Path, build: Callable[[], Any]) -> Any:
-        key = json.dumps({**self.identity, "source": source_checksum(source)}, sort_keys=True)
+        key = json.dumps({**self.identity, "source": sha256_path(source)}, sort_keys=True)
         path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))

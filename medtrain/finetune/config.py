@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from medtrain.config import build_config
+from medtrain.config import path_or_mapping
 from medtrain.data.documents import STRIDE, ScreeningConfig, default_stride
 from medtrain.data.ner_format import BratFormat, ColumnFormat, LabelConfig
 from medtrain.errors import UserError
@@ -153,16 +153,7 @@ class DataConfig:
 def source_config(value: Any, key: str) -> Path | SourceConfig:
     """A path stays a path (so an old config resolves, and signs, as before); a mapping becomes a SourceConfig,
     its errors naming `key` (a union type would report only "expected a path or a mapping")."""
-    if isinstance(value, (Path, SourceConfig)):
-        return value
-    if isinstance(value, str) and value:
-        return Path(value)
-    if isinstance(value, dict):
-        try:
-            return build_config(SourceConfig, value)
-        except UserError as exc:
-            raise ValueError(f"{key}.{exc.message}") from None  # the message starts with the wrong key
-    raise ValueError(f"{key}: expected a path or a mapping {{path: ..., format: ...}}")
+    return path_or_mapping(SourceConfig, value, key)
 
 
 @dataclasses.dataclass
