@@ -6,7 +6,15 @@ Fine-tunes a local Hugging Face BERT folder (e.g. a `medtrain pretrain` export) 
 in this process with plain PyTorch (AdamW, linear warmup and decay): NER (BRAT or column files, each language
 read its own way, entity types mapped to one space by `labels`; token classification) or patient screening (JSONL or CSV notes, sequence classification over windows). It trains on
 the mix of training languages, evaluates on dev after every epoch, keeps the epoch with the best dev F1, and
-evaluates every test language separately. The run folder:
+evaluates every test language separately.
+
+The loop's fast path, each switch in train and recorded in config.yaml as it resolved (unset: the fast choice for
+the machine): batches of similar lengths in a shuffled order (group_by_length); bf16 autocast on GPUs that have
+it, weights and AdamW state in fp32 (precision); PyTorch's scaled-dot-product attention (attention); fused AdamW
+(fused_optimizer). The loss stays on the device and is read back on log steps only, batches are copied from
+pinned memory without waiting (CUDA), and prediction batches sequences sorted by length, answering in input order.
+
+The run folder:
 
     config.yaml       the resolved config
     history.jsonl     train/loss, train/learning_rate, train/epoch and eval/<dev metric> by step (the
@@ -39,7 +47,8 @@ Running a complete run again does nothing. Only numbers reach logs, TensorBoard 
 
 The modules: config (the schema and the names the grid reads; no torch, so this package imports without it),
 task (the interface a task family implements), ner and screening (the two families), cache (tokenized
-features), model (encoder + head, batches, optimizer), checkpoint (last.pt / best-eNNN.pt), run (the loop).
+features), model (the device and its fast path, encoder + head, batches, prediction, optimizer), checkpoint
+(last.pt / best-eNNN.pt), run (the data order and the loop).
 """
 
 from medtrain.finetune.config import RESULTS, DataConfig, EvalConfig, FinetuneConfig, TrainConfig

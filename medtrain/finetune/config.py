@@ -174,7 +174,23 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Gradient norm clip (0: none)."""
     log_every: int = 10
-    """Train loss is logged every N steps (and at each epoch's end)."""
+    """Train loss is logged every N steps (and at each epoch's end); the only steps that wait for the device."""
+    group_by_length: bool = True
+    """Batches of sequences of similar length (less padding: sequences are padded to the longest of their batch),
+    in a shuffled batch order that depends only on (seed, epoch): each epoch's seeded permutation is cut into
+    chunks of 50 batches, each chunk sorted by length and cut into batches. false: batches of random lengths."""
+    precision: Literal["fp32", "bf16"] | None = None
+    """bf16: forward and loss under bfloat16 autocast, weights, gradients and AdamW state in fp32 (no loss scaling
+    needed); fp32: no autocast. Unset: bf16 on GPUs that support it (Ampere and newer), else fp32; config.yaml
+    records which, as pretraining's train.precision."""
+    attention: Literal["sdpa", "eager"] | None = None
+    """sdpa: PyTorch's scaled-dot-product attention (fused kernels, FlashAttention on GPUs); eager: the reference
+    implementation, for comparison or debugging. Unset: sdpa where the model's architecture has it (BERT does),
+    else eager; config.yaml records which, as pretraining's model.attention."""
+    fused_optimizer: bool | None = None
+    """PyTorch's fused AdamW: one kernel over all parameters instead of a loop of small ones. Unset: on where this
+    PyTorch has it for the device (CUDA; CPU too since PyTorch 2.4); config.yaml records which, as pretraining's
+    train.fused_optimizer."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):

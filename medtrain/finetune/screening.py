@@ -58,8 +58,9 @@ class ScreeningTask(Task):
                 for w, owner in zip(p.windows, p.window_patient)]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.to(logits.device)
-        return F.cross_entropy(logits.float(), labels, weight=weight)
+        if self.weight is not None and self.weight.device != logits.device:
+            self.weight = self.weight.to(logits.device)  # once, not a host -> device copy every step
+        return F.cross_entropy(logits.float(), labels, weight=self.weight)
 
     def sizes(self) -> dict[str, dict[str, dict[str, int]]]:
         return {split: {lang: {"patients": len(p.patient_ids), "positives": sum(p.labels), "notes": p.notes,

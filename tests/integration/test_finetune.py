@@ -136,7 +136,8 @@ def results(run_dir: Path) -> dict[str, Any]:
 def exact_offset_f1(run_dir: Path, lang: str, types: list[str]) -> float:
     """Strict F1 computed here, independently of medtrain's scorer: the run's predicted .ann files against the
     gold ((document, type, fragments) sets, on the scored types): BRAT gold parsed here with its offsets as
-    written, as the shared task's scorer reads it; CoNLL-U gold as the reader gives it (offsets into `# text`)."""
+    written, as the shared task's scorer reads it; CoNLL-U and column-file gold as the reader gives it (offsets
+    into `# text`, or into the column document's synthetic text)."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     source = config["data"]["test"][lang]
     mapping = config["labels"]["map"].get(lang, {})
@@ -145,9 +146,11 @@ def exact_offset_f1(run_dir: Path, lang: str, types: list[str]) -> float:
         return {(doc, rename.get(kind, kind), fragments) for doc, kind, fragments in triples
                 if rename.get(kind, kind) in types}
 
-    if isinstance(source, dict):
-        columns = ColumnFormat(tag=source["columns"]["tag"], discontinuous=source["discontinuous"])
-        gold = kept(((d.doc_id, e.type, e.fragments) for d in ner.read_ner(source["path"], "conllu", columns)
+    if isinstance(source, dict) or Path(source).is_file():  # CoNLL-U (tags in MISC) or a column file
+        path, fmt, columns = (source["path"], "conllu", ColumnFormat(tag=source["columns"]["tag"],
+                                                                     discontinuous=source["discontinuous"])) \
+            if isinstance(source, dict) else (source, "conll", ColumnFormat())
+        gold = kept(((d.doc_id, e.type, e.fragments) for d in ner.read_ner(path, fmt, columns)
                      for e in d.entities), mapping)
     else:
         gold = kept(ann_as_written(Path(source)), mapping)
