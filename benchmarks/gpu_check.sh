@@ -19,6 +19,10 @@
 #   pretrain  `medtrain pretrain`, 30 steps, ZeRO-2, precision unset (so bf16 on the GPU, fp32 with --cpu),
 #             exported as a Hugging Face folder
 #   finetune  `medtrain finetune`, NER, 1 epoch, on that export
+#   finetune-bench  benchmarks/finetune_bench.py on matrices/finetune-gpu-check.yaml (--cpu:
+#             finetune-gpu-check-cpu.yaml): NER and screening fine-tuning, medtrain against the HF Trainer, bert-base
+#             x mBERT vocabulary at max_length 128 and 256; tokens/s, seconds per epoch, peak memory, test F1 of
+#             both: OUT/finetune-bench/ (rows.json, table.md, the JSON lines)
 #   report    OUT/report/report.md and PNGs (benchmarks/report.py) and OUT/summary.md (steps, seconds, versions)
 # PYTHON=... picks the interpreter (default python3). Exit 0 only when every step passed.
 set -euo pipefail
@@ -103,10 +107,10 @@ step data 180 bash -c '
 
 if [ "$MODE" = gpu ]; then
   MATRIX=gpu-check MODEL='{hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072}'
-  MICRO=32 BENCH_LIMIT=330 PROFILED='medtrain base/mbert s512 mb16 zero0'
+  MICRO=32 BENCH_LIMIT=330 PROFILED='medtrain base/mbert s512 mb16 zero0' FT_LIMIT=420
 else
   MATRIX=gpu-check-cpu MODEL='{hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 128}'
-  MICRO=4 BENCH_LIMIT=240 PROFILED='medtrain mini/sample s512 mb1 zero0'
+  MICRO=4 BENCH_LIMIT=240 PROFILED='medtrain mini/sample s512 mb1 zero0' FT_LIMIT=240
 fi
 step bench "$BENCH_LIMIT" "$PYTHON" "$REPO/benchmarks/run.py" "$REPO/benchmarks/matrices/$MATRIX.yaml" \
   --out "$OUT/results"
@@ -136,6 +140,11 @@ eval: {bootstrap: 100}
 EOF
 step finetune 150 "$PYTHON" -m medtrain.cli finetune "$OUT/finetune.yaml"
 
+# fine-tuning against the Trainer, each run a fresh process, on the sample data the data step wrote
+step finetune-bench "$FT_LIMIT" "$PYTHON" "$REPO/benchmarks/finetune_bench.py" \
+  "$REPO/benchmarks/matrices/finetune-$MATRIX.yaml" --data "$OUT/data" --out "$OUT/finetune-bench" \
+  --json "$OUT/finetune-bench/rows.json" --markdown "$OUT/finetune-bench/table.md"
+
 step report 60 "$PYTHON" "$REPO/benchmarks/report.py" "$OUT"/results/*.jsonl --out "$OUT/report" \
   --note "benchmarks/gpu_check.sh ($MODE mode)"
 
@@ -152,6 +161,11 @@ step report 60 "$PYTHON" "$REPO/benchmarks/report.py" "$OUT"/results/*.jsonl --o
   awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$OUT/steps.tsv"
   echo
   echo "Total: $((SECONDS - STARTED)) s. Benchmark report: report/report.md; pretraining: pretrain/ (history.jsonl,"
-  echo "tensorboard/, export/); fine-tuning: finetune/results.json."
+  echo "tensorboard/, export/); fine-tuning: finetune/results.json; fine-tuning against the Trainer:"
+  echo "finetune-bench/ (rows.json, table.md)."
+  echo
+  echo "## Fine-tuning: medtrain against the Hugging Face Trainer"
+  echo
+  cat "$OUT/finetune-bench/table.md"
 } >"$OUT/summary.md"
 echo "gpu_check: every step passed in $((SECONDS - STARTED)) s; summary in $OUT/summary.md"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_cpu import cpu_record
 from medtrain.data.masking import Masker, MaskingConfig
 from medtrain.data.shards import CorpusInfo, Manifest, write_manifest, write_shard
 from medtrain.data.stream import DEFAULT_WORKERS, build_train_loader
@@ -95,7 +96,8 @@ def main() -> None:
                        "torch": torch.__version__, "seq_len": seq_len, "micro_batch": args.micro_batch,
                        "num_workers": workers, "default_workers": workers == DEFAULT_WORKERS,
                        "whole_word": args.whole_word, "corpus_tokens": args.tokens, **result,
-                       "target": TARGET, "ratio": round(result["tokens_per_s"] / TARGET, 2)}
+                       "target": TARGET, "ratio": round(result["tokens_per_s"] / TARGET, 2),
+                       "cpu": cpu_record(threads=torch.get_num_threads())}
                 print(f"seq_len {seq_len:4d} x {args.micro_batch} workers {workers}: "
                       f"{result['tokens_per_s'] / 1e6:.2f}M tokens/s = {row['ratio']:.2f}x the 1.5M target")
                 with out.open("a", encoding="utf-8") as f:

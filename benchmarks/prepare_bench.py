@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_cpu import cpu_record
+
 RESULTS = Path(__file__).parent / "results"
 
 # A small clinical lexicon per language plus generated pseudo-words, so WordPiece splits some words.
@@ -236,7 +238,8 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     results = RESULTS / f"prepare-{host}-{datetime.date.today().isoformat()}.jsonl"
     common = {"host": host, "cpus": len(os.sched_getaffinity(0)), "workers": args.workers, "seq_len": args.seq_len,
               "shard_mb": args.shard_mb, "python": platform.python_version(), "git": _git_rev(),
-              "time": datetime.datetime.now().isoformat(timespec="seconds")}
+              "time": datetime.datetime.now().isoformat(timespec="seconds"),
+              "cpu": cpu_record(threads=args.workers)}
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     def record(row: dict) -> dict:

@@ -424,6 +424,7 @@ def run_one(cfg: dict[str, Any], matrix: Matrix, work: Path, timeout: float, sca
         row.update(json.loads(out.read_text(encoding="utf-8")))
         if rc not in (0, None) and row.get("status") == "ok":
             row["status"], row["error"] = "error", f"exit status {rc} after writing results"
+        row["cpu"] = cpu_record(threads=(row.get("torch_threads") or [_threads(cfg)])[0])
         return row
     ranks = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("result.rank*.json"))]
     ooms = [r for r in ranks if r.get("status") == "oom"]
@@ -439,7 +440,21 @@ def run_one(cfg: dict[str, Any], matrix: Matrix, work: Path, timeout: float, sca
     from worker import versions
 
     row["env"] = versions()
+    row["cpu"] = cpu_record(threads=_threads(cfg))
     return row
+
+
+def cpu_record(threads: int | None = None) -> dict[str, Any]:
+    """The CPU fields every row carries (benchmarks/bench_cpu.py; imported here, as run.py is also loaded by
+    the tests without benchmarks/ on the path)."""
+    from bench_cpu import cpu_record as record
+
+    return record(threads)
+
+
+def _threads(cfg: dict[str, Any]) -> int:
+    """Torch threads per process of a configuration on CPU (worker.cpu_threads' rule, without a process)."""
+    return int(cfg.get("threads") or max(1, len(os.sched_getaffinity(0)) // max(1, cfg.get("procs", 1))))
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -534,7 +549,8 @@ def find_max_batch(matrix: Matrix, base: dict[str, Any], results: Path, work: Pa
                    **layout(template), "seq_len": seq_len, "max_micro_batch": best, "limit": spec.limit,
                    "capped": best >= spec.limit, "rss_limit_mb": None if cuda else rss,
                    "criterion": "CUDA out of memory" if cuda else f"RSS of any rank above {rss} MiB",
-                   "probes": probes, "time": datetime.datetime.now().isoformat(timespec="seconds")}
+                   "probes": probes, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+                   "cpu": cpu_record(threads=_threads(template))}
             append(results, row)
             rows.append(row)
             capped = " (the limit)" if best >= spec.limit else ""
@@ -573,7 +589,7 @@ def run_scripts(matrix: Matrix, results: Path, timeout: float) -> None:
                          "wall_s": round(time.perf_counter() - started, 1),
                          "results": "the script appends its own lines to "
                                     "benchmarks/results/<bench>-<host>-<date>.jsonl",
-                         "time": datetime.datetime.now().isoformat(timespec="seconds")})
+                         "time": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_record()})
 
 
 # ----------------------------------------------------------------------------- main

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ["install", "check", "versions", "data", "bench", "profile", "pretrain", "finetune", "report"]
+STEPS = ["install", "check", "versions", "data", "bench", "profile", "pretrain", "finetune", "finetune-bench",
+         "report"]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,16 @@ def test_every_step_runs_on_cpu(wheels: Path, tmp_path: Path) -> None:
     assert versions["gpu"] is None and versions["deepspeed"] == deepspeed_wheel.name.split("-")[1]
     AutoModelForMaskedLM.from_pretrained(str(out / "pretrain" / "export"))
     assert json.loads((out / "finetune" / "results.json").read_text())["eval_languages"] == ["es"]
+    tuned = json.loads((out / "finetune-bench" / "rows.json").read_text())
+    runs, pairs = [r for r in tuned if r["bench"] == "finetune"], [r for r in tuned if r["bench"] == "finetune-pair"]
+    assert len(runs) == 6 and {r["status"] for r in runs} == {"ok"}, [r.get("log_tail") for r in runs]
+    assert {(p["config"]["task"], p["config"]["max_length"]) for p in pairs} == \
+        {("ner", 128), ("screening", 128), ("screening", 256)}
+    assert all(p["medtrain"]["test_f1"] is not None and p["trainer"]["test_f1"] is not None for p in pairs)
+    assert all(r["cpu"]["model"] and r["cpu"]["threads"] == 1 for r in runs)
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# GPU check (cpu mode)") and "| finetune |" in summary
+    assert "| finetune-bench |" in summary and "## Fine-tuning: medtrain against the Hugging Face Trainer" in summary
 
 
 def test_without_a_gpu_the_gpu_mode_stops_at_its_check(wheels: Path, tmp_path: Path) -> None:
