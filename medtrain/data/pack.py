@@ -1,6 +1,6 @@
 """Documents -> fixed-length packed sequences (no padding) -> shards + manifest.json.
 
-Each corpus is tokenized in batches of documents by a pool of worker processes (results come back in
+Each corpus is tokenized in batches of documents by a pool of worker processes (medtrain.data.encoders: results come back in
 order, at most a few batches in flight, so memory stays flat), then packed on its own:
 
     content stream  = doc_1 [SEP] doc_2 [SEP] doc_3 [SEP] ...
@@ -15,31 +15,24 @@ output that looks complete, and the next run removes the leftovers and starts ag
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import hashlib
-import itertools
 import math
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from medtrain.config import config_to_dict, save_resolved
-from medtrain.data.corpus import CorpusConfig, CorpusReader, Document
+from medtrain.data.corpus import CorpusConfig, CorpusReader
+from medtrain.data.encoders import Encode, EncoderPool, batches, encoder_args
 from medtrain.data.exclude_config import ExcludeConfig, exclusion_identity
 from medtrain.data.shards import (FORMAT_VERSION, MANIFEST, CorpusInfo, Manifest, ShardInfo, dtype_for_vocab,
                                   read_manifest, write_manifest, write_shard)
@@ -53,13 +46,6 @@ SEQ_LEN_RANGE = (8, 65536)
 _OWN_ENTRIES = {MANIFEST, "config.yaml", "train", "validation"}  # what a finished output_dir holds
 # Fields that do not change the shard bytes (the tokenizer's fingerprint stands in for its path).
 _RUN_ONLY_FIELDS = ("output_dir", "tokenizer", "num_workers", "batch_size", "overwrite")
-Batch = tuple[list[str], list[tuple[str, ...]] | None]
-"""Documents' texts, and the values of their `exclude.by` fields when a patient rule applies."""
-Encoded = tuple[np.ndarray, np.ndarray, Any]
-"""Flat token ids, tokens per document, and the exclusion rule's `BatchMatch` (None without exclude)."""
-Encode = Callable[[Iterable[Batch]], Iterator[Encoded]]
-
-
 @dataclasses.dataclass
 class PrepareConfig:
     """`medtrain prepare`: which corpora, which tokenizer, how to pack and where to write."""
@@ -131,12 +117,12 @@ def prepare(cfg: PrepareConfig, config_file: Path | None = None) -> Manifest:
         return read_manifest(out)
 
     special_ids = {name: int(getattr(tokenizer, f"{name}_token_id")) for name in ("cls", "sep", "pad", "mask", "unk")}
-    encoder_args = _encoder_args(tokenizer)
+    args = encoder_args(tokenizer)
     _remove_stale_siblings(out)
     tmp = out.with_name(f"{out.name}.tmp-{_HOST}-{os.getpid()}")
     try:
         tmp.mkdir(parents=True)
-        with _EncoderPool(cfg, encoder_args, tally.matcher() if tally else None) as encode:
+        with EncoderPool(cfg.num_workers, args, tally.matcher() if tally else None) as encode:
             packed = [_pack_corpus(cfg, reader, encode, tmp, dtype, special_ids, tally) for reader in readers]
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))  # shards travel with their tokenizer
         save_resolved(cfg, tmp)
@@ -167,11 +153,11 @@ def measure_overlap(cfg: PrepareConfig, config_file: Path | None = None) -> dict
     from medtrain.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer)  # token counts, as prepare reports them
-    with _EncoderPool(cfg, _encoder_args(tokenizer), tally.matcher()) as encode:
+    with EncoderPool(cfg.num_workers, encoder_args(tokenizer), tally.matcher()) as encode:
         for reader in readers:
             name = reader.corpus.name
             with tqdm(desc=name, unit="doc", disable=None, file=sys.stderr) as bar:
-                for _, lengths, match in encode(_batches(reader, cfg.batch_size, bool(reader.fields))):
+                for _, lengths, match in encode(batches(reader, cfg.batch_size, bool(reader.fields))):
                     tally.add(name, match, lengths)
                     bar.update(len(lengths))
             tally.end_corpus(name)
@@ -186,11 +172,6 @@ def _checked_readers(cfg: PrepareConfig) -> list[CorpusReader]:
     for reader in readers:
         reader.check()
     return readers
-
-
-def _encoder_args(tokenizer: Any) -> tuple[str, str]:
-    """What a tokenizer worker builds its encoder from: the tokenizer's JSON and the shard dtype."""
-    return tokenizer.backend_tokenizer.to_str(), dtype_for_vocab(len(tokenizer)).str
 
 
 def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Path | None) -> ExclusionTally | None:
@@ -213,100 +194,6 @@ def _exclusion(cfg: PrepareConfig, readers: list[CorpusReader], config_file: Pat
     return ExclusionTally(index, [dataclasses.replace(s, texts=[]) for s in sources], cfg.exclude)  # texts: done
 
 
-# ----------------------------------------------------------------------------- tokenizing
-
-
-class _Encoder:
-    """Texts -> (flat token ids, tokens per document); no special tokens added, none parsed from the text.
-
-    `encode_special_tokens` makes a literal "[SEP]" in a note plain text, as transformers'
-    `split_special_tokens=True` does, so a document cannot forge sequence boundaries.
-    """
-
-    def __init__(self, tokenizer_json: str, dtype: str, index: Any = None):
-        self.backend = Tokenizer.from_str(tokenizer_json)
-        self.backend.encode_special_tokens = True
-        self.backend.no_truncation()
-        self.backend.no_padding()
-        self.dtype = np.dtype(dtype)
-        self.index = index  # an EvaluationIndex: the exclusion rule runs here too, beside the tokenizer
-
-    def __call__(self, batch: Batch) -> Encoded:
-        texts, patients = batch
-        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
-        id_lists = [e.ids for e in encodings]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        ids = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=self.dtype, count=int(lengths.sum()))
-        if self.index is None:
-            return ids, lengths, None
-        from medtrain.data.decontaminate import match_batch
-
-        return ids, lengths, match_batch(self.index, texts, patients)
-
-
-_worker_encoder: _Encoder | None = None
-
-
-def _start_worker(tokenizer_json: str, dtype: str, index: Any) -> None:
-    """Pool initializer: each worker builds its tokenizer once; the pool already uses every core."""
-    global _worker_encoder
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it shuts the pool down
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _worker_encoder = _Encoder(tokenizer_json, dtype, index)
-
-
-def _encode_in_worker(batch: Batch) -> Encoded:
-    assert _worker_encoder is not None, "worker started without _start_worker"
-    return _worker_encoder(batch)
-
-
-class _EncoderPool:
-    """Context manager giving `encode(batches) -> results in order`, in worker processes or in this one."""
-
-    def __init__(self, cfg: PrepareConfig, encoder_args: tuple[str, str], index: Any):
-        self.workers = _available_cpus() if cfg.num_workers is None else cfg.num_workers
-        self.encoder_args = (*encoder_args, index)
-        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> Encode:
-        if self.workers == 0:
-            return lambda batches: map(_Encoder(*self.encoder_args), batches)  # Rust threads still parallelize
-        # spawn, not fork: safe with the threads transformers and tqdm may have started
-        self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=self.encoder_args)
-        return self._ordered
-
-    def _ordered(self, batches: Iterable[Batch]) -> Iterator[Encoded]:
-        """Like Pool.imap, but reads ahead at most two batches per worker, so memory stays flat."""
-        assert self.pool is not None
-        pending: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
-        try:
-            for batch in batches:
-                pending.append(self.pool.submit(_encode_in_worker, batch))
-                if len(pending) > 2 * self.workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        except BrokenProcessPool:
-            raise UserError("a tokenizer worker died (out of memory?); lower batch_size or num_workers") from None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _available_cpus() -> int:
-    """CPUs this process may run on (SLURM and cgroups restrict this below os.cpu_count())."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _batches(documents: Iterable[Document], size: int, with_fields: bool) -> Iterator[Batch]:
-    """Batches of `size` documents (the last one shorter): their texts, and their `exclude.by` values if asked."""
-    iterator = iter(documents)
-    while batch := list(itertools.islice(iterator, size)):
-        yield [d.text for d in batch], [d.fields for d in batch] if with_fields else None
-
-
 # ----------------------------------------------------------------------------- packing
 
 
@@ -321,7 +208,7 @@ def _pack_corpus(cfg: PrepareConfig, reader: CorpusReader, encode: Encode, out: 
     key = _split_key(cfg.seed, corpus.name)
     first = 0  # index of the batch's first document in the corpus
     with tqdm(desc=corpus.name, unit="doc", disable=None, file=sys.stderr) as bar:  # off when not a terminal
-        for ids, lengths, match in encode(_batches(reader, cfg.batch_size, bool(reader.fields))):
+        for ids, lengths, match in encode(batches(reader, cfg.batch_size, bool(reader.fields))):
             bar.update(len(lengths))
             if tally is not None:
                 tally.add(corpus.name, match, lengths)

@@ -17,6 +17,7 @@ An exclusion entry, as `medtrain.data.pack.prepare` writes it:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,3 +155,12 @@ def leak_lines(study: Study, exclusions: dict[str, Exclusion | None]) -> list[st
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def read_exclusions(study: Study) -> dict[str, dict[str, Any] | None]:
+    """Each model pretrained here -> the `exclusion` of the manifest.json of the shards it reads (None: none)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for model in models_pretrained_here(study):
+        path = study.shards_for(model) / "manifest.json"
+        out[model] = json.loads(path.read_text(encoding="utf-8")).get("exclusion") if path.is_file() else None
+    return out

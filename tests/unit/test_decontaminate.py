@@ -161,7 +161,7 @@ def test_prepare_drops_exactly_the_planted_records_and_the_rest_packs_as_without
     decoded = " ".join(tokenizer.decode(row, skip_special_tokens=True) for s in excluded.shards
                        for row in open_shard(tmp_path / "excluded", excluded, s))
     kept = " ".join(json.loads(line)["text"] for line in plain.read_text().splitlines())
-    assert ngrams(decoded) & test_ngrams(sample) <= ngrams(kept)
+    assert ngrams(decoded) & evaluation_ngrams(sample) <= ngrams(kept)
 
 
 def ngrams(text: str) -> set[tuple[str, ...]]:
@@ -169,11 +169,9 @@ def ngrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(w[i: i + NGRAM]) for i in range(len(w) - NGRAM + 1)}
 
 
-def test_ngrams(sample: Path) -> set[tuple[str, ...]]:
+def evaluation_ngrams(sample: Path) -> set[tuple[str, ...]]:
     return set().union(*(ngrams(t) for t in brat_texts(sample / "ner" / "es" / "test")))
 
-
-test_ngrams.__test__ = False  # a helper, not a test
 
 
 def test_a_changed_source_re_prepares_and_overlap_measures_without_writing(

@@ -158,7 +158,7 @@ def test_decontamination_off_is_a_bold_line_and_no_tables(tmp_path: Path) -> Non
 
 
 def test_the_report_reads_each_model_s_exclusion_from_the_shards_it_reads(tmp_path: Path) -> None:
-    from medtrain.study.report import read_exclusions
+    from medtrain.study.contamination import read_exclusions
 
     study = study_of(tmp_path, "variants.clinical.vocabulary={add: 10}")
     study.shards.mkdir(parents=True)
