@@ -127,6 +127,11 @@ class Loop:
     pad_id: int
     device: torch.device
     monitor: Monitor
+    params: list[torch.nn.Parameter] = dataclasses.field(init=False)
+    """The trainable parameters, listed once (model.parameters() walks every module, each step)."""
+
+    def __post_init__(self) -> None:
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
 
 
 def _train_epoch(loop: Loop, epoch: int, step: int) -> int:
@@ -141,7 +146,7 @@ def _train_epoch(loop: Loop, epoch: int, step: int) -> int:
             loss = loop.task.loss(loop.model(input_ids=ids, attention_mask=mask).logits, labels)
         loss.backward()
         if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(loop.model.parameters(), t.grad_clip)
+            torch.nn.utils.clip_grad_norm_(loop.params, t.grad_clip)
         lr = loop.schedule.get_last_lr()[0]
         loop.optimizer.step()
         loop.schedule.step()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from medtrain.finetune.config import EvalConfig, FinetuneConfig
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-Predict = Callable[[Sequence[Sequence[int]]], "list[np.ndarray]"]
+Predict: TypeAlias = Callable[[Sequence[Sequence[int]]], "list[np.ndarray]"]
 """Token id sequences -> logits per sequence: (length, labels) for NER, (labels,) for screening."""
 Example = tuple[list[int], Any]
 """One training sequence and its target: token labels (NER) or the patient's label (screening)."""

@@ -21,7 +21,8 @@ from medtrain.config import build_config
 from medtrain.data.sample import write_sample_data
 from medtrain.errors import UserError
 from medtrain.finetune import FinetuneConfig, TrainConfig
-from medtrain.finetune.model import autocast, build_optimizer, make_predict, resolve_device_defaults
+from medtrain.finetune.model import autocast, build_optimizer, collate, make_predict, \
+    resolve_device_defaults
 from medtrain.finetune.run import GROUP_BATCHES, Loop, _train_epoch, epoch_batches, epoch_order, finetune
 
 CPU = torch.device("cpu")
@@ -116,7 +117,7 @@ def test_bf16_autocast_runs_the_forward_in_bf16_and_fp32_leaves_it() -> None:
 def test_unset_switches_resolve_to_fp32_and_fused_adamw_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     t = TrainConfig()
-    assert (t.precision, t.attention, t.fused_optimizer, t.group_by_length) == (None, None, None, True)
+    assert (t.precision, t.attention, t.fused_optimizer, t.group_by_length) == (None, None, None, False)
     assert resolve_device_defaults(t) == CPU
     assert (t.precision, t.fused_optimizer) == ("fp32", True)
     given = TrainConfig(precision="bf16", fused_optimizer=False)
@@ -160,7 +161,7 @@ def test_a_run_records_each_switch_as_it_resolved(sample: Path, monkeypatch: pyt
     assert finetune(cfg) == 0
     train = yaml.safe_load((sample / "run" / "config.yaml").read_text(encoding="utf-8"))["train"]
     assert {k: train[k] for k in ("precision", "attention", "fused_optimizer", "group_by_length")} == \
-        {"precision": "fp32", "attention": "sdpa", "fused_optimizer": True, "group_by_length": True}
+        {"precision": "fp32", "attention": "sdpa", "fused_optimizer": True, "group_by_length": False}
     results = json.loads((sample / "run" / "results.json").read_text(encoding="utf-8"))
     assert results["hparams"]["precision"] == "fp32" and results["device"] == "cpu"
 
@@ -192,6 +193,14 @@ def test_fused_adamw_steps_close_to_the_loop() -> None:
     for name, fused in params[True].items():
         assert torch.allclose(fused, params[False][name], rtol=1e-4, atol=1e-5), name
     assert any(not torch.equal(p, start[n]) for n, p in params[True].items())  # it did train
+
+
+def test_collate_pads_ids_with_the_pad_id_and_labels_with_minus_100() -> None:
+    ids, mask, labels = collate([([5, 6, 7], [1, 0, 2]), ([8], [1]), ([9, 10], [0, 0])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]] and ids.dtype == torch.long
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    assert labels.tolist() == [[1, 0, 2], [1, -100, -100], [0, 0, -100]] and labels.dtype == torch.long
+    assert collate([([5, 6], 1), ([7], 0)], pad_id=0)[2].tolist() == [1, 0]  # screening: one label each
 
 
 class RecordingTask:

@@ -20,7 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from medtrain.data.sample import contamination
-from medtrain.data.sample.generator import DOCUMENT_MAKERS, DOMAINS, held_out_terms, ner_doc, screening_note
+from medtrain.data.sample.generator import DOCUMENT_MAKERS, DOMAINS, ner_doc, screening_note
 from medtrain.data.sample.shapes import (
     COLUMN_FILES, SLIPPED_DOCUMENT, MoneroCount, brat_ann, monero, pharmaconer_slips, type_namer, written_types,
 )
@@ -107,9 +107,8 @@ def _write_ner_split(folder: Path, language: str, split: str, rng: random.Random
         stale.unlink()
     blocks, entities, detail = [], 0, ""
     lang, type_name = VOCABULARIES[language], type_namer(language)
-    exclude = frozenset() if split == "test" else held_out_terms(lang)
     for i in range(n_docs):
-        doc, name = ner_doc(lang, rng, exclude), f"{language}_{split}_{i:04d}"
+        doc, name = ner_doc(lang, rng, split == "test"), f"{language}_{split}_{i:04d}"
         ann = brat_ann(language, doc)
         if slips is not None and i == slips[0]:
             ann, slipped = pharmaconer_slips(ann, doc.text, slips[1])
@@ -130,9 +129,9 @@ def _write_column_file(path: Path, language: str, seed: int, sizes: dict[str, in
     lang, short_rng = VOCABULARIES[language], _rng(seed, "ner", language, path.name, "short lines")
     blocks, counts, docs = [], [], []
     for split in SPLITS:
-        rng, exclude = _rng(seed, "ner", language, split), frozenset() if split == "test" else held_out_terms(lang)
+        rng = _rng(seed, "ner", language, split)
         for _ in range(sizes[split]):
-            doc = ner_doc(lang, rng, exclude)
+            doc = ner_doc(lang, rng, split == "test")
             block, count = monero(doc, short_rng)
             blocks.append(block)
             counts.append(count)
@@ -251,7 +250,8 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
     discontinuous entity's later part starts with a bare `I-` after the gap (read it with `discontinuous: join`).
     About 0.5% of the lines outside entities have two columns only (`token lemma`), like the real file's few
     corrupt lines (read with `short_lines: skip`). The lemma is the token lowercased and POS a placeholder
-    (PUNCT, NUM, X). Half of the entity terms occur only in the last fifth of its documents.
+    (PUNCT, NUM, X). Half of the entity terms occur only in the last fifth of its documents, where most entity
+    mentions name one of them.
   - `ner/ro/monero.conllu` holds the same documents, sentences, tokens and tags as MoNERo is published in
     Universal Dependencies (UD_Romanian-SiMoNERo): CoNLL-U with `# newdoc id`, `# sent_id` and `# text` (the
     sentence as written, which the FORMs and `SpaceAfter=No` rebuild), the tag as `BioNERLabel=B-DISO` inside
@@ -273,7 +273,8 @@ medtrain. No text comes from real patients or real clinical notes. The same seed
   The BRAT files have nested and a few discontinuous entities; `ner/<lang>/<split>.conll` (es, nl) holds the
   same documents in IOB2 with `-DOCSTART-`, discontinuous entities split into fragments and overlaps resolved to
   the longest span. `ner/<lang>/annotation.conf` lets the brat tool open a language's folder. Half of the entity
-  terms never occur in the es and nl train and dev splits, only in test (and in the corpora).
+  terms never occur in the es and nl train and dev splits, only in test (and in the corpora), and most test
+  mentions name one of them: what a small annotated set lacks and domain pretraining can teach.
 - `screening/<lang>/<split>.jsonl`: `{"patient_id", "note_id", "text", "label"}`, 2-5 notes per patient, the
   patient's label (heart failure, about 15% positive) repeated on each note; many notes exceed 512 wordpieces.
 - `tokenizer/`: a WordPiece tokenizer built from the clean corpora (`AutoTokenizer.from_pretrained`): like multilingual
