@@ -89,13 +89,12 @@ class Demo:
     def out(self) -> Path:
         return self.root / "demo" / "study"
 
-    def run(self, command: list[str], timeout: int = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """A documented command, as a user runs it from the root: `medtrain` and `python` are this venv's; `env`
-        is added to the environment. A hang is killed with everything it started, and fails the test."""
+    def run(self, command: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        """A documented command, as a user runs it from the root: `medtrain` and `python` are this venv's. A hang
+        is killed with everything it started, and fails the test."""
         program = str(Path(sys.executable).with_name("medtrain")) if command[0] == "medtrain" else sys.executable
         with subprocess.Popen([program, *command[1:]], cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True, env={**os.environ, **(env or {})}) as proc:
+                              text=True, start_new_session=True) as proc:
             try:
                 stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
