@@ -80,19 +80,19 @@ def test_clinical_variant_beats_the_baseline_beyond_the_interval(demo: Demo, tas
 
 def test_the_claims_hold_under_another_floating_point_order(demo: Demo) -> None:
     """Another CPU runs other kernels: other rounding, which 1,000 pretraining steps at a high rate amplify. The
-    same study with other reduction orders and the same data, seeds and masks: pretraining under ZeRO-2 (gradients
-    reduce-scattered in buckets, each rank stepping its own partition, then gathered) instead of ZeRO-0's
-    all-reduce, and each fine-tuning run on 2 threads instead of 1 (kernels split their sums differently). Other
-    weights and other scores; every claim still holds. (Two threads per pretraining rank would be the closer
-    analogue, but 4 spinning threads on 2 cores ran the baseline's 400 steps in ~3 minutes, not 29 s.) The data
-    and their shards are the fixture's: prepare finds them current."""
+    same study with the same data, seeds and masks, pretrained under ZeRO-2 (gradients reduce-scattered in
+    buckets, each rank stepping its own partition, then gathered) instead of ZeRO-0's all-reduce: other rounding
+    from the first step on, so other weights and other scores, and every claim still holds. (Two threads per
+    pretraining rank would be the closer analogue, but 4 spinning threads on 2 cores ran the baseline's 400 steps
+    in ~3 minutes, not 29 s; 2 threads per fine-tuning run, one run at a time, made this test 4x longer in the
+    loaded suite.) The data and their shards are the fixture's: prepare finds them current."""
     perturbed = demo.out.with_name("perturbed")
     shutil.copytree(demo.out / "shards", perturbed / "shards")
     command = [*demo.study_command, f"output_dir={NAMED.with_name(perturbed.name)}",
-               "pretrain.overrides.deepspeed=ds_configs/zero2.json", "local.finetune_parallelism=1"]
+               "pretrain.overrides.deepspeed=ds_configs/zero2.json"]
     result = demo.run(command, timeout=demo.study_timeout_s)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "checking" in result.stdout and "(2 threads each" in result.stdout
+    assert "checking" in result.stdout
     assert "zero2" in (perturbed / "configs" / "pretrain-clinical.yaml").read_text(encoding="utf-8")
     for name in ("baseline", "clinical"):  # the perturbation is real: other weights from the same data and seed
         weights = [(out / "pretrain" / name / "export" / "model.safetensors").read_bytes()
